@@ -4,11 +4,13 @@ namespace turnpike::filters {
 
 ActiveChain::ActiveChain(const FilterChain& chain) {
   filters_.reserve(chain.configs().size());
-  for (const auto& cfg : chain.configs()) filters_.push_back(cfg->create());
+  for (const auto& cfg : chain.configs())
+    filters_.push_back(cfg->create());
 }
 
 ActiveChain::~ActiveChain() {
-  for (auto& f : filters_) f->on_destroy();
+  for (auto& f : filters_)
+    f->on_destroy();
 }
 
 Status ActiveChain::run_request(http::RequestHead& req, StreamCallbacks& cb) {
@@ -20,11 +22,13 @@ Status ActiveChain::run_request(http::RequestHead& req, StreamCallbacks& cb) {
 }
 
 void ActiveChain::run_response(http::ResponseHead& resp, StreamCallbacks& cb) {
-  for (std::size_t i = next_; i-- > 0;) filters_[i]->on_response_headers(resp, cb);
+  for (std::size_t i = next_; i-- > 0;)
+    filters_[i]->on_response_headers(resp, cb);
 }
 
 void ActiveChain::complete(const http::ResponseHead& resp) noexcept {
-  for (auto& f : filters_) f->on_complete(resp);
+  for (auto& f : filters_)
+    f->on_complete(resp);
 }
 
 }  // namespace turnpike::filters

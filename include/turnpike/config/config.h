@@ -1,11 +1,16 @@
 // Typed, validated configuration: what config/ produces from YAML and everything above reads.
 // Plain immutable values; no Asio, no YAML types. Built on the control thread.
+//
+// The comments give each key's default and accepted range; docs/configuration.md is the user
+// guide. Durations are written "250ms", "1.5s", "1m", "2h" (or "0"); sizes "512", "64KiB",
+// "10MiB", "1GiB" (powers of 1024) or "10KB", "10MB", "1GB" (powers of 1000).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -28,22 +33,26 @@ struct ConfigError {
   std::string message;
   bool warning = false;
   /// "file:line:column: path: message" (prefixed "warning: " after the location for warnings).
+  /// Without a position (line 0, e.g. an unreadable file): "file: message"; without a path:
+  /// "file:line:column: message" (YAML syntax errors).
   std::string to_string() const;
 };
 
+/// `listeners[].limits`. Every timeout: > 0 and at most 24h.
 struct Limits {
-  std::uint64_t max_header_bytes = 64 * 1024;
-  std::uint32_t max_headers = 100;
-  std::uint64_t max_uri_bytes = 8 * 1024;
-  std::optional<std::uint64_t> max_body_bytes;  // unlimited when unset
-  Duration header_timeout{10'000};
-  Duration idle_timeout{60'000};
-  Duration body_timeout{60'000};  // max time without progress while reading a request body
-  std::uint32_t max_connections = 50'000;
+  std::uint64_t max_header_bytes = 64 * 1024;   // 1KiB..1MiB; request line + headers (431)
+  std::uint32_t max_headers = 100;              // 1..10000 (431)
+  std::uint64_t max_uri_bytes = 8 * 1024;       // 256..1MiB (414)
+  std::optional<std::uint64_t> max_body_bytes;  // unlimited when unset (or "unlimited"); 0.. (413)
+  Duration header_timeout{10'000};              // whole request head must arrive within (408)
+  Duration idle_timeout{60'000};                // keep-alive connection idle between requests
+  Duration body_timeout{60'000};                // no progress reading a request body this long
+  std::uint32_t max_connections = 50'000;       // 1..1000000, per listener across all workers
 };
 
+/// `listeners[]`: at least one. `listen` is an IP literal and port; port 0 = any free port.
 struct Listener {
-  std::string name;
+  std::string name;     // default "listener-N" (N = index); unique
   std::string listen;   // as written, "0.0.0.0:8080" or "[::1]:8080"
   std::string address;  // IP literal
   std::uint16_t port = 0;
@@ -51,68 +60,78 @@ struct Listener {
   SourceLoc loc;
 };
 
+/// `clusters[].endpoints[]`: "ip:port", "[v6]:port", "host:port" or {address, weight}.
+/// Host names are resolved once at load (getaddrinfo; the first IPv4 address, else IPv6).
 struct Endpoint {
-  std::string written;  // as in the YAML ("users.internal:9001")
-  std::string address;  // resolved IP literal
-  std::uint16_t port = 0;
-  std::uint32_t weight = 1;
+  std::string written;       // as in the YAML ("users.internal:9001")
+  std::string address;       // resolved IP literal (no brackets)
+  std::uint16_t port = 0;    // 1..65535
+  std::uint32_t weight = 1;  // 1..1000
 };
 
+/// `clusters[]`. Timeouts: > 0 and at most 24h.
 struct Cluster {
-  std::string name;
-  std::vector<Endpoint> endpoints;
+  std::string name;                 // required, unique
+  std::vector<Endpoint> endpoints;  // required, at least one
   Duration connect_timeout{1'000};
-  std::uint32_t max_idle_per_endpoint = 64;  // pooled keep-alive connections per endpoint per worker
-  Duration idle_timeout{60'000};             // pooled connection closed after this long unused
-  std::string lb_policy = "round_robin";
+  // 0..10000 pooled keep-alive connections per endpoint per worker; 0 disables pooling.
+  std::uint32_t max_idle_per_endpoint = 64;
+  Duration idle_timeout{60'000};          // pooled connection closed after this long unused
+  std::string lb_policy = "round_robin";  // the only policy so far
   SourceLoc loc;
 };
 
-/// A value matcher for headers and query parameters.
+/// A value matcher for headers and query parameters: "value" (exact), {regex: "..."} (RE2 full
+/// match) or {present: true}.
 struct ValueMatch {
   enum class Kind { Exact, Regex, Present };
   Kind kind = Kind::Exact;
   std::string value;  // exact value or RE2 pattern (full match)
 };
 
+/// `routes[].match`; every key optional, all that are set must match; absent = any request.
+/// At most one of path / path_prefix / path_regex.
 struct RouteMatch {
-  std::optional<std::string> host;  // "api.example.com" or "*.example.com"; lower-cased
-  std::optional<std::string> path;
-  std::optional<std::string> path_prefix;
-  std::optional<std::string> path_regex;
-  std::vector<std::string> methods;                             // upper-case; empty = any
+  std::optional<std::string> host;         // "api.example.com" or "*.example.com"; lower-cased
+  std::optional<std::string> path;         // exact; starts with '/'
+  std::optional<std::string> path_prefix;  // segment boundary; starts with '/'
+  std::optional<std::string> path_regex;   // RE2 full match on the normalized path
+  std::vector<std::string> methods;        // upper-case; empty = any
   std::vector<std::pair<std::string, ValueMatch>> headers;  // names lower-cased
   std::vector<std::pair<std::string, ValueMatch>> query;
 };
 
 struct WeightedBackend {
-  std::string cluster;
-  std::uint32_t weight = 1;
+  std::string cluster;       // must name a cluster
+  std::uint32_t weight = 1;  // 1..10000
 };
 
+/// Only on proxied routes. `path_prefix` needs match.path_prefix or match.path.
 struct Rewrite {
   std::optional<std::string> path_prefix;  // replaces the matched path_prefix (or path)
   std::optional<std::string> host;         // Host header sent upstream
 };
 
 struct DirectResponse {
-  int status = 200;
+  int status = 200;  // 100..599
   std::string body;
   std::string content_type = "text/plain";
-  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
 };
 
 struct Redirect {
-  int status = 302;
-  std::string location;
+  int status = 302;      // 301, 302, 303, 307 or 308
+  std::string location;  // required, non-empty
 };
 
+/// `routes[]`, tried in order. Exactly one action: backend/backends, respond or redirect.
 struct Route {
-  std::string name;
+  std::string name;  // default "route-N" (N = index); unique
   RouteMatch match;
   std::vector<WeightedBackend> backends;  // `backend: x` becomes one entry with weight 1
   Rewrite rewrite;
-  Duration timeout{15'000};  // upstream response-header deadline and body inactivity bound
+  // Upstream response-header deadline and body inactivity bound; > 0, at most 24h.
+  Duration timeout{15'000};
   std::optional<DirectResponse> respond;
   std::optional<Redirect> redirect;
   SourceLoc loc;
@@ -122,6 +141,7 @@ struct AccessLog {
   std::string path = "stdout";  // stdout | stderr | off | FILE
 };
 
+/// `admin.listen`: IP literal and port 1..65535.
 struct Admin {
   std::string listen = "127.0.0.1:9901";
   std::string address = "127.0.0.1";
@@ -129,15 +149,15 @@ struct Admin {
 };
 
 struct Config {
-  unsigned workers = 0;  // 0 = auto (one per core)
+  unsigned workers = 0;  // `auto` (0 here) = one per core, or 1..1024
   Admin admin;
   std::vector<Listener> listeners;
   std::vector<Cluster> clusters;
   std::vector<Route> routes;
   AccessLog access_log;
-  Duration drain_timeout{15'000};
-  std::string source_file;  // path the config was loaded from
-  std::string digest;       // hex SHA-256 of the source text
+  Duration drain_timeout{15'000};  // 0..24h
+  std::string source_file;         // path the config was loaded from
+  std::string digest;              // hex SHA-256 of the source text
 
   const Cluster* find_cluster(std::string_view name) const;
 };
@@ -153,9 +173,13 @@ LoadResult load_file(const std::string& path);
 /// Same, from text; `file_name` is used in messages.
 LoadResult load_string(const std::string& yaml, const std::string& file_name);
 
-/// Parses "250ms", "5s", "1m", "2h" (and "0"). Returns nullopt when malformed.
+/// Parses "250ms", "5s", "1m", "2h", "1.5s" (and "0"). Returns nullopt when malformed, when a
+/// bare number other than "0" has no unit, or when the result is not a whole millisecond.
 std::optional<Duration> parse_duration(std::string_view text);
-/// Parses "512", "64KiB", "10MiB", "1GiB" (also KB/MB/GB as powers of 1000). nullopt when malformed.
+/// The shortest exact spelling: 15000ms -> "15s", 250ms -> "250ms", 0 -> "0s".
+std::string format_duration(Duration d);
+/// Parses "512", "64KiB", "10MiB", "1GiB" (also KB/MB/GB as powers of 1000). nullopt when
+/// malformed.
 std::optional<std::uint64_t> parse_size(std::string_view text);
 
 }  // namespace turnpike::config

@@ -45,7 +45,9 @@ class StreamCallbacks {
 class Filter {
  public:
   virtual ~Filter() = default;
-  virtual Status on_request_headers(http::RequestHead&, StreamCallbacks&) { return Status::Continue; }
+  virtual Status on_request_headers(http::RequestHead&, StreamCallbacks&) {
+    return Status::Continue;
+  }
   virtual Status on_response_headers(http::ResponseHead&, StreamCallbacks&) {
     return Status::Continue;
   }

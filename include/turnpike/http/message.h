@@ -13,16 +13,16 @@ namespace turnpike::http {
 enum class Protocol : std::uint8_t { Http10, Http11, Http2 };
 
 struct RequestHead {
-  std::string method;      // as received, e.g. "GET"
-  std::string target;      // raw request-target as received
-  std::string path;        // normalized path (see http/path.h); what routing sees and upstream gets
-  std::string query;       // raw query without '?', may be empty
-  std::string host;        // lower-cased host without port (from Host or :authority)
-  std::string authority;   // Host header / :authority as received
-  HeaderMap headers;       // end-to-end headers (hop-by-hop already removed by the codec)
+  std::string method;     // as received, e.g. "GET"
+  std::string target;     // raw request-target as received
+  std::string path;       // normalized path (see http/path.h); what routing sees and upstream gets
+  std::string query;      // raw query without '?', may be empty
+  std::string host;       // lower-cased host without port (from Host or :authority)
+  std::string authority;  // Host header / :authority as received
+  HeaderMap headers;      // end-to-end headers (hop-by-hop already removed by the codec)
   Protocol protocol = Protocol::Http11;
   std::optional<std::uint64_t> content_length;  // set when the body length is known
-  bool has_body = false;                          // false: no body follows the head
+  bool has_body = false;                        // false: no body follows the head
   bool expect_continue = false;
 };
 

@@ -28,7 +28,7 @@ struct RequestView {
 enum class ActionKind : std::uint8_t { Proxy, Redirect, Respond };
 
 struct BackendChoice {
-  std::uint32_t cluster_index = 0;    // index into Config::clusters
+  std::uint32_t cluster_index = 0;      // index into Config::clusters
   std::uint32_t cumulative_weight = 0;  // running sum, for weighted picks
 };
 
@@ -51,7 +51,9 @@ struct Explanation {
   const Route* matched = nullptr;
   struct Miss {
     std::string route;
-    std::string reason;  // the first condition that did not match, e.g. "host: wanted *.example.com"
+    // The first condition that did not match, e.g. `path: "/admin" is not under prefix "/users"`.
+    std::string reason;
+    std::uint32_t index = 0;  // position of the route in the table
   };
   std::vector<Miss> misses;  // routes before the match (or all routes when none matched)
   nlohmann::json to_json(const RequestView& req) const;

@@ -1,0 +1,72 @@
+// The seam between codecs and the proxy. A server-side codec (HTTP/1.1 today, HTTP/2 next)
+// turns each request into a ServerStream and hands it to a StreamHandler (implemented by
+// proxy::Stream, wired by core/). Body transfer is pull-based, so back-pressure is natural:
+// the codec reads from the client only when the handler asks for more, and a send completes
+// only when the codec has taken the bytes. Owning worker thread only.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include "turnpike/http/message.h"
+
+namespace turnpike::http {
+
+/// Facts about the downstream connection a stream arrived on.
+struct ConnectionInfo {
+  std::string client_address;  // IP literal of the peer
+  std::uint16_t client_port = 0;
+  std::string listener;  // listener name
+  bool tls = false;
+};
+
+struct BodyRead {
+  boost::system::error_code ec;  // timed_out, connection reset, parse errors...
+  std::size_t bytes = 0;
+  bool last = false;  // the body is complete (bytes may be > 0 too)
+};
+
+class ServerStream {
+ public:
+  virtual RequestHead& request() noexcept = 0;
+  virtual const ConnectionInfo& connection() const noexcept = 0;
+  /// Reads up to out.size() bytes of the decoded request body.
+  virtual boost::asio::awaitable<BodyRead> read_body(std::span<char> out) = 0;
+  /// Sends the response head together with the first body bytes (may be empty). With
+  /// end_stream the response is complete. Completes when the codec has taken the bytes.
+  virtual boost::asio::awaitable<boost::system::error_code> send_response(
+      ResponseHead& head, std::span<const char> body, bool end_stream) = 0;
+  /// Sends more response body.
+  virtual boost::asio::awaitable<boost::system::error_code> send_body(std::span<const char> body,
+                                                                      bool end_stream) = 0;
+  /// True once send_response() was called: from then on errors can only abort the stream.
+  virtual bool response_started() const noexcept = 0;
+  /// Ends the stream abnormally (HTTP/1.1: close the connection; HTTP/2: RST_STREAM).
+  virtual void reset() noexcept = 0;
+  /// Bytes of request (head + body) received and response sent, for the access log.
+  virtual std::uint64_t bytes_received() const noexcept = 0;
+  virtual std::uint64_t bytes_sent() const noexcept = 0;
+
+ protected:
+  ~ServerStream() = default;
+};
+
+/// Serves one stream to completion. Implemented by the proxy; called by codecs.
+class StreamHandler {
+ public:
+  virtual boost::asio::awaitable<void> serve(ServerStream& stream) = 0;
+  /// The codec answered a request itself (malformed, over a limit, timed out) with `status`;
+  /// called before that answer is written, so the request is still logged exactly once.
+  virtual void on_rejected(const ConnectionInfo& conn, const RequestHead& partial, int status,
+                           std::string_view details, std::uint64_t bytes_in,
+                           std::uint64_t bytes_out) noexcept = 0;
+
+ protected:
+  ~StreamHandler() = default;
+};
+
+}  // namespace turnpike::http

@@ -1,0 +1,173 @@
+#include "admin/admin_server.h"
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/parse.hpp>
+
+#include "turnpike/config/to_json.h"
+#include "turnpike/http/path.h"
+
+namespace turnpike::admin {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using tcp = asio::ip::tcp;
+using nlohmann::json;
+
+namespace {
+constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+}
+
+json explain(const core::Snapshot& snap, std::string_view method, std::string_view authority,
+             std::string_view target,
+             const std::vector<std::pair<std::string, std::string>>& headers, std::string& error) {
+  auto split = http::normalize_target(target);
+  if (!split) {
+    error = "invalid path '" + std::string(target) + "'";
+    return nullptr;
+  }
+  http::HeaderMap hm;
+  for (const auto& [k, v] : headers)
+    hm.add(k, v);
+  std::string host = http::normalize_host(authority);
+  router::RequestView view{method, host, split->path, split->query, &hm};
+  return snap.routes.explain(view).to_json(view);
+}
+
+struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
+  Impl(asio::io_context& io_, AdminHooks h) : io(io_), acceptor(io_), hooks(std::move(h)) {}
+
+  asio::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(kAwait);
+      if (ec) {
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        continue;
+      }
+      asio::co_spawn(io, session(std::move(socket)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> session(tcp::socket socket) {
+    auto self = shared_from_this();
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    for (;;) {
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.body_limit(1024 * 1024);
+      stream.expires_after(std::chrono::seconds(30));
+      auto [ec, n] = co_await bhttp::async_read(stream, buffer, parser, kAwait);
+      if (ec) break;
+      auto req = parser.release();
+      bhttp::response<bhttp::string_body> res = handle(req);
+      res.keep_alive(req.keep_alive());
+      res.prepare_payload();
+      auto [wec, wn] = co_await bhttp::async_write(stream, res, kAwait);
+      if (wec || !req.keep_alive()) break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  bhttp::response<bhttp::string_body> reply(bhttp::status st, const json& body) {
+    bhttp::response<bhttp::string_body> res{st, 11};
+    res.set(bhttp::field::content_type, "application/json");
+    res.body() = body.dump(2) + "\n";
+    return res;
+  }
+
+  bhttp::response<bhttp::string_body> handle(const bhttp::request<bhttp::string_body>& req) {
+    auto url = boost::urls::parse_origin_form(req.target());
+    if (!url) return reply(bhttp::status::bad_request, {{"error", "bad request-target"}});
+    std::string path = url->path();
+    auto params = url->params();
+    auto param = [&](std::string_view name) -> std::string {
+      auto it = params.find(name);
+      return it != params.end() ? std::string((*it).value) : std::string();
+    };
+
+    if (path == "/ready") {
+      bool ok = hooks.ready();
+      return reply(ok ? bhttp::status::ok : bhttp::status::service_unavailable, {{"ready", ok}});
+    }
+    if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head)
+      return reply(bhttp::status::method_not_allowed, {{"error", "method not allowed"}});
+    auto snap = hooks.snapshot();
+    if (path == "/config") {
+      json j = config::to_json(snap->config);
+      return reply(bhttp::status::ok, {{"generation", snap->generation}, {"config", j}});
+    }
+    if (path == "/listeners") return reply(bhttp::status::ok, hooks.listeners());
+    if (path == "/explain") {
+      std::string method = param("method");
+      if (method.empty()) method = "GET";
+      std::string target = param("path");
+      if (target.empty()) target = "/";
+      std::string query = param("query");
+      if (!query.empty()) target += "?" + query;
+      std::vector<std::pair<std::string, std::string>> headers;
+      for (auto p : params) {
+        if (p.key != "header") continue;
+        std::string v(p.value);
+        auto colon = v.find(':');
+        if (colon == std::string::npos) continue;
+        std::string value = v.substr(colon + 1);
+        while (!value.empty() && value.front() == ' ')
+          value.erase(0, 1);
+        headers.emplace_back(v.substr(0, colon), value);
+      }
+      std::string error;
+      json j = explain(*snap, method, param("host"), target, headers, error);
+      if (!error.empty()) return reply(bhttp::status::bad_request, {{"error", error}});
+      return reply(bhttp::status::ok, j);
+    }
+    return reply(
+        bhttp::status::not_found,
+        {{"error", "not found"}, {"endpoints", {"/ready", "/config", "/explain", "/listeners"}}});
+  }
+
+  asio::io_context& io;
+  tcp::acceptor acceptor;
+  AdminHooks hooks;
+};
+
+AdminServer::AdminServer(asio::io_context& io, AdminHooks hooks)
+    : impl_(std::make_shared<Impl>(io, std::move(hooks))) {}
+
+AdminServer::~AdminServer() {
+  stop();
+}
+
+std::string AdminServer::start(const std::string& address, std::uint16_t port) {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(address, ec);
+  if (ec) return "admin.listen: bad address '" + address + "'";
+  tcp::endpoint ep(addr, port);
+  impl_->acceptor.open(ep.protocol(), ec);
+  if (!ec) impl_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) impl_->acceptor.bind(ep, ec);
+  if (!ec) impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return "admin listener " + address + ":" + std::to_string(port) + ": " + ec.message();
+  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  return {};
+}
+
+void AdminServer::stop() {
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
+}
+
+std::uint16_t AdminServer::port() const noexcept {
+  boost::system::error_code ec;
+  auto ep = impl_->acceptor.local_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
+}  // namespace turnpike::admin

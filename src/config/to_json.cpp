@@ -1,0 +1,115 @@
+// The effective config as JSON. The output is itself a valid config (JSON is YAML): loading it
+// gives back the same Config, with every default written out.
+#include "turnpike/config/to_json.h"
+
+namespace turnpike::config {
+namespace {
+
+using nlohmann::json;
+
+json value_matches(const std::vector<std::pair<std::string, ValueMatch>>& matches) {
+  json out = json::object();
+  for (const auto& [name, m] : matches) {
+    switch (m.kind) {
+      case ValueMatch::Kind::Exact:
+        out[name] = m.value;
+        break;
+      case ValueMatch::Kind::Regex:
+        out[name] = {{"regex", m.value}};
+        break;
+      case ValueMatch::Kind::Present:
+        out[name] = {{"present", true}};
+        break;
+    }
+  }
+  return out;
+}
+
+json limits_json(const Limits& l) {
+  return {
+      {"max_header_bytes", l.max_header_bytes},
+      {"max_headers", l.max_headers},
+      {"max_uri_bytes", l.max_uri_bytes},
+      {"max_body_bytes", l.max_body_bytes ? json(*l.max_body_bytes) : json(nullptr)},
+      {"header_timeout", format_duration(l.header_timeout)},
+      {"idle_timeout", format_duration(l.idle_timeout)},
+      {"body_timeout", format_duration(l.body_timeout)},
+      {"max_connections", l.max_connections},
+  };
+}
+
+json route_json(const Route& r) {
+  json match = json::object();
+  const auto& m = r.match;
+  if (m.host) match["host"] = *m.host;
+  if (m.path) match["path"] = *m.path;
+  if (m.path_prefix) match["path_prefix"] = *m.path_prefix;
+  if (m.path_regex) match["path_regex"] = *m.path_regex;
+  if (!m.methods.empty()) match["methods"] = m.methods;
+  if (!m.headers.empty()) match["headers"] = value_matches(m.headers);
+  if (!m.query.empty()) match["query"] = value_matches(m.query);
+
+  json out = {{"name", r.name}, {"match", std::move(match)}};
+  if (r.respond) {
+    json headers = json::object();
+    for (const auto& [name, value] : r.respond->headers)
+      headers[name] = value;
+    out["respond"] = {{"status", r.respond->status},
+                      {"body", r.respond->body},
+                      {"content_type", r.respond->content_type},
+                      {"headers", std::move(headers)}};
+  } else if (r.redirect) {
+    out["redirect"] = {{"status", r.redirect->status}, {"location", r.redirect->location}};
+  } else {
+    json backends = json::array();
+    for (const auto& b : r.backends)
+      backends.push_back({{"cluster", b.cluster}, {"weight", b.weight}});
+    out["backends"] = std::move(backends);
+  }
+  if (r.rewrite.path_prefix || r.rewrite.host) {
+    json rewrite = json::object();
+    if (r.rewrite.path_prefix) rewrite["path_prefix"] = *r.rewrite.path_prefix;
+    if (r.rewrite.host) rewrite["host"] = *r.rewrite.host;
+    out["rewrite"] = std::move(rewrite);
+  }
+  out["timeout"] = format_duration(r.timeout);
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json to_json(const Config& config) {
+  json listeners = json::array();
+  for (const auto& l : config.listeners) {
+    listeners.push_back(
+        {{"name", l.name}, {"listen", l.listen}, {"limits", limits_json(l.limits)}});
+  }
+  json clusters = json::array();
+  for (const auto& c : config.clusters) {
+    json endpoints = json::array();
+    for (const auto& e : c.endpoints) {
+      endpoints.push_back({{"address", e.written}, {"weight", e.weight}});
+    }
+    clusters.push_back({{"name", c.name},
+                        {"endpoints", std::move(endpoints)},
+                        {"connect_timeout", format_duration(c.connect_timeout)},
+                        {"max_idle_per_endpoint", c.max_idle_per_endpoint},
+                        {"idle_timeout", format_duration(c.idle_timeout)},
+                        {"lb_policy", c.lb_policy}});
+  }
+  json routes = json::array();
+  for (const auto& r : config.routes)
+    routes.push_back(route_json(r));
+
+  return {
+      {"workers", config.workers == 0 ? json("auto") : json(config.workers)},
+      {"admin", {{"listen", config.admin.listen}}},
+      {"listeners", std::move(listeners)},
+      {"clusters", std::move(clusters)},
+      {"routes", std::move(routes)},
+      {"access_log", {{"path", config.access_log.path}}},
+      {"drain_timeout", format_duration(config.drain_timeout)},
+  };
+}
+
+}  // namespace turnpike::config

@@ -1,0 +1,940 @@
+// YAML -> Config. The only place yaml-cpp is used: every yaml-cpp exception is caught here
+// and becomes a ConfigError. Each value is checked where it is read, so its error points at
+// its own node; checks across values live in validate.cpp.
+#include <re2/re2.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <initializer_list>
+#include <sstream>
+#include <unordered_map>
+
+#include "config/address.h"
+#include "config/diagnostics.h"
+#include "config/digest.h"
+#include "config/units.h"
+#include "config/validate.h"
+#include "turnpike/config/config.h"
+
+namespace turnpike::config {
+namespace {
+
+using Keys = std::initializer_list<std::string_view>;
+
+constexpr Duration kMaxTimeout = std::chrono::hours(24);
+constexpr Duration kMinTimeout{1};
+constexpr std::uint64_t kKiB = 1024;
+constexpr std::uint64_t kMiB = 1024 * kKiB;
+
+SourceLoc loc_of(const YAML::Mark& m) {
+  if (m.is_null()) return {};
+  return {m.line + 1, m.column + 1};
+}
+
+std::string join(const std::string& path, std::string_view key) {
+  return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+
+std::string index_path(const std::string& path, std::size_t i) {
+  return path + "[" + std::to_string(i) + "]";
+}
+
+std::string describe(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "'" + n.Scalar() + "'";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+bool is_tchar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
+
+bool has_control(std::string_view s) {
+  return std::any_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return s;
+}
+
+std::string upper(std::string s) {
+  for (char& c : s) {
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  }
+  return s;
+}
+
+/// A node with its key path and the location its errors point at.
+struct Value {
+  YAML::Node node;
+  std::string path;
+  SourceLoc loc;
+};
+
+/// The entries of a YAML map, in source order.
+struct Entry {
+  std::string key;
+  SourceLoc key_loc;
+  Value value;
+};
+
+class Fields {
+ public:
+  explicit Fields(std::vector<Entry>&& entries) : entries_(std::move(entries)) {}
+  const Value* get(std::string_view key) const {
+    const auto it = std::find_if(entries_.begin(), entries_.end(),
+                                 [key](const Entry& e) { return e.key == key; });
+    return it == entries_.end() ? nullptr : &it->value;
+  }
+
+ private:
+  std::vector<Entry> entries_;
+};
+
+class Loader {
+ public:
+  explicit Loader(Diagnostics& diag) : d_(diag) {}
+
+  Config load(const YAML::Node& root);
+
+ private:
+  void error(const Value& v, std::string message) { d_.error(v.path, v.loc, std::move(message)); }
+
+  // Shapes.
+  std::optional<std::vector<Entry>> entries(const Value& v, bool case_insensitive = false);
+  std::optional<Fields> fields(const Value& v, Keys known);
+  std::optional<std::vector<Value>> list(const Value& v);
+
+  // Scalars.
+  std::optional<std::string> string(const Value& v, bool allow_empty = false);
+  std::optional<std::int64_t> integer(const Value& v, std::int64_t lo, std::int64_t hi);
+  std::optional<bool> boolean(const Value& v);
+  std::optional<Duration> duration(const Value& v, Duration lo, Duration hi);
+  std::optional<std::uint64_t> size(const Value& v, std::uint64_t lo, std::uint64_t hi);
+  std::optional<std::string> name(const Value& v);
+  std::optional<std::string> header_value(const Value& v);
+
+  template <typename T>
+  void set_int(const Fields& f, std::string_view key, T& out, std::int64_t lo, std::int64_t hi) {
+    if (const auto* v = f.get(key)) {
+      if (const auto i = integer(*v, lo, hi)) out = static_cast<T>(*i);
+    }
+  }
+  void set_duration(const Fields& f, std::string_view key, Duration& out, Duration lo = kMinTimeout,
+                    Duration hi = kMaxTimeout) {
+    if (const auto* v = f.get(key)) {
+      if (const auto d = duration(*v, lo, hi)) out = *d;
+    }
+  }
+
+  // Sections.
+  void load_workers(const Value& v, Config& c);
+  void load_admin(const Value& v, Admin& admin);
+  bool listen_address(const Value& v, bool allow_port_zero, std::string& written,
+                      std::string& address, std::uint16_t& port);
+  void load_listeners(const Value& v, Config& c);
+  void load_limits(const Value& v, Limits& limits);
+  void load_clusters(const Value& v, Config& c);
+  std::optional<Endpoint> load_endpoint(const Value& v);
+  void load_routes(const Value& v, Config& c);
+  void load_route(const Value& v, std::size_t index, Route& r);
+  void load_match(const Value& v, RouteMatch& m);
+  std::optional<std::string> route_path(const Value& v);
+  void load_value_matches(const Value& v, bool header_names,
+                          std::vector<std::pair<std::string, ValueMatch>>& out);
+  void load_respond(const Value& v, DirectResponse& r);
+  void load_redirect(const Value& v, Redirect& r);
+
+  Diagnostics& d_;
+  std::unordered_map<std::string, Resolution> resolved_;  // one lookup per distinct name
+};
+
+// ---- shapes -------------------------------------------------------------------------------
+
+std::optional<std::vector<Entry>> Loader::entries(const Value& v, bool case_insensitive) {
+  if (!v.node.IsMap()) {
+    error(v, "expected a map, got " + describe(v.node));
+    return std::nullopt;
+  }
+  std::vector<Entry> out;
+  for (auto it = v.node.begin(); it != v.node.end(); ++it) {
+    const SourceLoc key_loc = loc_of(it->first.Mark());
+    if (!it->first.IsScalar()) {
+      d_.error(v.path, key_loc, "keys must be strings, got " + describe(it->first));
+      continue;
+    }
+    std::string key = it->first.Scalar();
+    const std::string cmp = case_insensitive ? lower(key) : key;
+    const bool dup = std::any_of(out.begin(), out.end(), [&](const Entry& e) {
+      return (case_insensitive ? lower(e.key) : e.key) == cmp;
+    });
+    const std::string path = join(v.path, key);
+    if (dup) {
+      d_.error(path, key_loc, "duplicate key '" + key + "'");
+      continue;
+    }
+    // A null value has no useful mark of its own (yaml-cpp gives the next token's): use the key.
+    const SourceLoc value_loc = it->second.IsNull() ? key_loc : loc_of(it->second.Mark());
+    d_.record(path, value_loc);
+    out.push_back({std::move(key), key_loc, Value{it->second, path, value_loc}});
+  }
+  return out;
+}
+
+std::optional<Fields> Loader::fields(const Value& v, Keys known) {
+  auto all = entries(v);
+  if (!all) return std::nullopt;
+  std::vector<Entry> kept;
+  const std::vector<std::string_view> candidates(known);
+  for (auto& e : *all) {
+    if (std::find(known.begin(), known.end(), e.key) == known.end()) {
+      d_.error(v.path, e.key_loc, "unknown key '" + e.key + "'" + did_you_mean(e.key, candidates));
+      continue;
+    }
+    kept.push_back(std::move(e));
+  }
+  return Fields(std::move(kept));
+}
+
+std::optional<std::vector<Value>> Loader::list(const Value& v) {
+  if (!v.node.IsSequence()) {
+    error(v, "expected a list, got " + describe(v.node));
+    return std::nullopt;
+  }
+  std::vector<Value> out;
+  std::size_t i = 0;
+  for (const auto& item : v.node) {
+    const SourceLoc loc = item.IsNull() ? v.loc : loc_of(item.Mark());
+    auto path = index_path(v.path, i++);
+    d_.record(path, loc);
+    out.push_back(Value{item, std::move(path), loc});
+  }
+  return out;
+}
+
+// ---- scalars ------------------------------------------------------------------------------
+
+std::optional<std::string> Loader::string(const Value& v, bool allow_empty) {
+  if (!v.node.IsScalar()) {
+    error(v, "expected a string, got " + describe(v.node));
+    return std::nullopt;
+  }
+  if (!allow_empty && v.node.Scalar().empty()) {
+    error(v, "must not be empty");
+    return std::nullopt;
+  }
+  return v.node.Scalar();
+}
+
+std::optional<std::int64_t> Loader::integer(const Value& v, std::int64_t lo, std::int64_t hi) {
+  const std::string range =
+      "an integer between " + std::to_string(lo) + " and " + std::to_string(hi);
+  if (!v.node.IsScalar()) {
+    error(v, "expected " + range + ", got " + describe(v.node));
+    return std::nullopt;
+  }
+  const std::string& s = v.node.Scalar();
+  std::int64_t value = 0;
+  bool ok = !s.empty() && s.size() <= 18;
+  for (std::size_t i = 0; ok && i < s.size(); ++i) {
+    if (i == 0 && s[i] == '-' && s.size() > 1) continue;
+    ok = s[i] >= '0' && s[i] <= '9';
+    if (ok) value = value * 10 + (s[i] - '0');
+  }
+  if (!ok) {
+    error(v, "expected " + range + ", got '" + s + "'");
+    return std::nullopt;
+  }
+  if (s[0] == '-') value = -value;
+  if (value < lo || value > hi) {
+    error(v, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + s);
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<bool> Loader::boolean(const Value& v) {
+  if (v.node.IsScalar()) {
+    const auto s = lower(v.node.Scalar());
+    if (s == "true") return true;
+    if (s == "false") return false;
+  }
+  error(v, "expected true or false, got " + describe(v.node));
+  return std::nullopt;
+}
+
+std::optional<Duration> Loader::duration(const Value& v, Duration lo, Duration hi) {
+  const auto s = string(v);
+  if (!s) return std::nullopt;
+  const auto d = parse_duration(*s);
+  if (!d) {
+    if (std::all_of(s->begin(), s->end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      error(v, "duration '" + *s + "' needs a unit: ms, s, m or h (e.g. '" + *s + "s')");
+    } else {
+      error(v, "invalid duration '" + *s + "' (expected e.g. '250ms', '1.5s', '1m', '2h')");
+    }
+    return std::nullopt;
+  }
+  if (*d < lo || *d > hi) {
+    const std::string low =
+        lo == kMinTimeout ? "greater than 0" : "at least " + format_duration(lo);
+    error(v, "must be " + low + " and at most " + format_duration(hi) + ", got '" + *s + "'");
+    return std::nullopt;
+  }
+  return d;
+}
+
+std::optional<std::uint64_t> Loader::size(const Value& v, std::uint64_t lo, std::uint64_t hi) {
+  const auto s = string(v);
+  if (!s) return std::nullopt;
+  const auto n = parse_size(*s);
+  if (!n) {
+    error(v,
+          "invalid size '" + *s + "' (expected bytes, or e.g. '64KiB', '10MiB', '1GiB', '10MB')");
+    return std::nullopt;
+  }
+  if (*n < lo || *n > hi) {
+    error(v,
+          "must be between " + format_size(lo) + " and " + format_size(hi) + ", got '" + *s + "'");
+    return std::nullopt;
+  }
+  return n;
+}
+
+std::optional<std::string> Loader::name(const Value& v) {
+  auto s = string(v);
+  if (s && has_control(*s)) {
+    error(v, "must not contain control characters");
+    return std::nullopt;
+  }
+  return s;
+}
+
+std::optional<std::string> Loader::header_value(const Value& v) {
+  auto s = string(v, true);
+  if (s && (s->find_first_of("\r\n") != std::string::npos || s->find('\0') != std::string::npos)) {
+    error(v, "must not contain CR, LF or NUL");
+    return std::nullopt;
+  }
+  return s;
+}
+
+// ---- sections -----------------------------------------------------------------------------
+
+Config Loader::load(const YAML::Node& root) {
+  Config c;
+  const Value top{root, "", {1, 1}};
+  if (root.IsNull()) {
+    d_.error("listeners", {1, 1}, "at least one listener is required (the file is empty)");
+    return c;
+  }
+  if (!root.IsMap()) {
+    error(top, "expected a map at the top level, got " + describe(root));
+    return c;
+  }
+  const auto f = fields(
+      top, {"workers", "admin", "listeners", "clusters", "routes", "access_log", "drain_timeout"});
+  if (!f) return c;
+  if (const auto* v = f->get("workers")) load_workers(*v, c);
+  if (const auto* v = f->get("admin")) load_admin(*v, c.admin);
+  if (const auto* v = f->get("listeners")) {
+    load_listeners(*v, c);
+  } else {
+    d_.error("listeners", {1, 1}, "at least one listener is required");
+  }
+  if (const auto* v = f->get("clusters")) load_clusters(*v, c);
+  if (const auto* v = f->get("routes")) load_routes(*v, c);
+  if (const auto* v = f->get("access_log")) {
+    if (const auto al = fields(*v, {"path"})) {
+      if (const auto* p = al->get("path")) {
+        if (auto s = name(*p)) c.access_log.path = std::move(*s);
+      }
+    }
+  }
+  set_duration(*f, "drain_timeout", c.drain_timeout, Duration{0});
+  return c;
+}
+
+void Loader::load_workers(const Value& v, Config& c) {
+  if (v.node.IsScalar() && v.node.Scalar() == "auto") {
+    c.workers = 0;
+    return;
+  }
+  const bool numeric = v.node.IsScalar() && !v.node.Scalar().empty() &&
+                       std::all_of(v.node.Scalar().begin(), v.node.Scalar().end(),
+                                   [](char ch) { return ch >= '0' && ch <= '9'; });
+  if (!numeric) {
+    error(v, "expected 'auto' or an integer between 1 and 1024, got " + describe(v.node));
+    return;
+  }
+  if (const auto n = integer(v, 1, 1024)) c.workers = static_cast<unsigned>(*n);
+}
+
+bool Loader::listen_address(const Value& v, bool allow_port_zero, std::string& written,
+                            std::string& address, std::uint16_t& port) {
+  const auto s = string(v);
+  if (!s) return false;
+  const auto split = split_host_port(*s);
+  if (const auto* reason = std::get_if<std::string>(&split)) {
+    error(v, "'" + *s + "' " + *reason);
+    return false;
+  }
+  const auto& hp = std::get<HostPort>(split);
+  if (!is_ip_literal(hp.host, hp.bracketed)) {
+    error(v, "'" + *s +
+                 "' is not an IP address and port (e.g. '0.0.0.0:8080' or '[::]:8080'; host "
+                 "names are not accepted here)");
+    return false;
+  }
+  if (hp.port == 0 && !allow_port_zero) {
+    error(v, "'" + *s + "' has a port out of range (1-65535)");
+    return false;
+  }
+  written = *s;
+  address = hp.host;
+  port = hp.port;
+  return true;
+}
+
+void Loader::load_admin(const Value& v, Admin& admin) {
+  const auto f = fields(v, {"listen"});
+  if (!f) return;
+  if (const auto* l = f->get("listen")) {
+    listen_address(*l, false, admin.listen, admin.address, admin.port);
+  }
+}
+
+void Loader::load_listeners(const Value& v, Config& c) {
+  const auto items = list(v);
+  if (!items) return;
+  if (items->empty()) {
+    error(v, "at least one listener is required");
+    return;
+  }
+  for (std::size_t i = 0; i < items->size(); ++i) {
+    const Value& item = (*items)[i];
+    Listener l;
+    l.loc = item.loc;
+    l.name = "listener-" + std::to_string(i);
+    const auto f = fields(item, {"name", "listen", "limits"});
+    if (!f) continue;
+    if (const auto* n = f->get("name")) {
+      if (auto s = name(*n)) l.name = std::move(*s);
+    }
+    if (const auto* a = f->get("listen")) {
+      listen_address(*a, true, l.listen, l.address, l.port);
+    } else {
+      error(item, "missing required key 'listen'");
+    }
+    if (const auto* lim = f->get("limits")) load_limits(*lim, l.limits);
+    c.listeners.push_back(std::move(l));
+  }
+}
+
+void Loader::load_limits(const Value& v, Limits& limits) {
+  const auto f = fields(v, {"max_header_bytes", "max_headers", "max_uri_bytes", "max_body_bytes",
+                            "header_timeout", "idle_timeout", "body_timeout", "max_connections"});
+  if (!f) return;
+  if (const auto* s = f->get("max_header_bytes")) {
+    if (const auto n = size(*s, kKiB, kMiB)) limits.max_header_bytes = *n;
+  }
+  set_int(*f, "max_headers", limits.max_headers, 1, 10'000);
+  if (const auto* s = f->get("max_uri_bytes")) {
+    if (const auto n = size(*s, 256, kMiB)) limits.max_uri_bytes = *n;
+  }
+  if (const auto* s = f->get("max_body_bytes")) {
+    if (s->node.IsNull() || (s->node.IsScalar() && s->node.Scalar() == "unlimited")) {
+      limits.max_body_bytes.reset();
+    } else if (const auto n = size(*s, 0, std::numeric_limits<std::int64_t>::max())) {
+      limits.max_body_bytes = *n;
+    }
+  }
+  set_duration(*f, "header_timeout", limits.header_timeout);
+  set_duration(*f, "idle_timeout", limits.idle_timeout);
+  set_duration(*f, "body_timeout", limits.body_timeout);
+  set_int(*f, "max_connections", limits.max_connections, 1, 1'000'000);
+}
+
+void Loader::load_clusters(const Value& v, Config& c) {
+  const auto items = list(v);
+  if (!items) return;
+  for (const Value& item : *items) {
+    Cluster cl;
+    cl.loc = item.loc;
+    const auto f = fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
+                                 "idle_timeout", "lb_policy"});
+    if (!f) continue;
+    if (const auto* n = f->get("name")) {
+      if (auto s = name(*n)) cl.name = std::move(*s);
+    } else {
+      error(item, "missing required key 'name'");
+    }
+    if (const auto* e = f->get("endpoints")) {
+      if (const auto eps = list(*e)) {
+        if (eps->empty()) error(*e, "a cluster needs at least one endpoint");
+        for (const Value& ep : *eps) {
+          if (auto parsed = load_endpoint(ep)) cl.endpoints.push_back(std::move(*parsed));
+        }
+      }
+    } else {
+      error(item, "missing required key 'endpoints' (a cluster needs at least one endpoint)");
+    }
+    set_duration(*f, "connect_timeout", cl.connect_timeout);
+    set_int(*f, "max_idle_per_endpoint", cl.max_idle_per_endpoint, 0, 10'000);
+    set_duration(*f, "idle_timeout", cl.idle_timeout);
+    if (const auto* p = f->get("lb_policy")) {
+      if (auto s = string(*p)) {
+        if (*s == "round_robin") {
+          cl.lb_policy = *s;
+        } else {
+          error(*p, "unsupported lb_policy '" + *s + "' (supported: round_robin)" +
+                        did_you_mean(*s, {"round_robin"}));
+        }
+      }
+    }
+    c.clusters.push_back(std::move(cl));
+  }
+}
+
+std::optional<Endpoint> Loader::load_endpoint(const Value& v) {
+  Endpoint ep;
+  const Value* addr = &v;
+  std::optional<Fields> f;  // owns what `addr` points at
+  if (v.node.IsMap()) {
+    f = fields(v, {"address", "weight"});
+    if (!f) return std::nullopt;
+    set_int(*f, "weight", ep.weight, 1, 1'000);
+    addr = f->get("address");
+    if (addr == nullptr) {
+      error(v, "missing required key 'address'");
+      return std::nullopt;
+    }
+  } else if (!v.node.IsScalar()) {
+    error(v,
+          "expected \"host:port\" or {address: \"host:port\", weight: N}, got " + describe(v.node));
+    return std::nullopt;
+  }
+  const auto s = string(*addr);
+  if (!s) return std::nullopt;
+  const auto split = split_host_port(*s);
+  if (const auto* reason = std::get_if<std::string>(&split)) {
+    error(*addr, "'" + *s + "' " + *reason);
+    return std::nullopt;
+  }
+  const auto& hp = std::get<HostPort>(split);
+  if (hp.port == 0) {
+    error(*addr, "'" + *s + "' has a port out of range (1-65535)");
+    return std::nullopt;
+  }
+  ep.written = *s;
+  ep.port = hp.port;
+  if (hp.bracketed) {
+    if (!is_ip_literal(hp.host, true)) {
+      error(*addr, "'" + *s + "' is not a valid IPv6 address");
+      return std::nullopt;
+    }
+    ep.address = hp.host;
+  } else if (is_ip_literal(hp.host, false)) {
+    ep.address = hp.host;
+  } else if (!is_host_name(hp.host)) {
+    error(*addr, "'" + *s + "' is not a valid host name or IP address");
+    return std::nullopt;
+  } else {
+    auto [it, fresh] = resolved_.try_emplace(hp.host);
+    if (fresh) it->second = resolve_host(hp.host);
+    if (it->second.address.empty()) {
+      error(*addr, "cannot resolve '" + hp.host + "': " + it->second.error);
+      return std::nullopt;
+    }
+    ep.address = it->second.address;
+  }
+  return ep;
+}
+
+void Loader::load_routes(const Value& v, Config& c) {
+  const auto items = list(v);
+  if (!items) return;
+  for (std::size_t i = 0; i < items->size(); ++i) {
+    Route r;
+    load_route((*items)[i], i, r);
+    c.routes.push_back(std::move(r));
+  }
+}
+
+void Loader::load_route(const Value& v, std::size_t index, Route& r) {
+  r.loc = v.loc;
+  r.name = "route-" + std::to_string(index);
+  const auto f = fields(
+      v, {"name", "match", "backend", "backends", "rewrite", "timeout", "respond", "redirect"});
+  if (!f) return;
+  if (const auto* n = f->get("name")) {
+    if (auto s = name(*n)) r.name = std::move(*s);
+  }
+  if (const auto* m = f->get("match")) load_match(*m, r.match);
+
+  // Exactly one action. The second one written is the one reported.
+  const Value* first_action = nullptr;
+  std::string first_name;
+  for (const std::string_view key : {"backend", "backends", "respond", "redirect"}) {
+    const auto* a = f->get(key);
+    if (a == nullptr) continue;
+    if (first_action != nullptr) {
+      error(*a, "conflicts with '" + first_name +
+                    "': a route has exactly one action (backend, backends, respond or redirect)");
+      continue;
+    }
+    first_action = a;
+    first_name = key;
+  }
+  if (first_action == nullptr) {
+    error(v, "no action: set one of backend, backends, respond or redirect");
+  }
+
+  if (const auto* b = f->get("backend")) {
+    if (auto s = string(*b)) r.backends.push_back({std::move(*s), 1});
+  }
+  if (const auto* bs = f->get("backends")) {
+    if (const auto items = list(*bs)) {
+      if (items->empty()) error(*bs, "must list at least one backend");
+      for (const Value& item : *items) {
+        const auto bf = fields(item, {"cluster", "weight"});
+        if (!bf) continue;
+        WeightedBackend wb;
+        if (const auto* cl = bf->get("cluster")) {
+          if (auto s = string(*cl)) wb.cluster = std::move(*s);
+        } else {
+          error(item, "missing required key 'cluster'");
+        }
+        set_int(*bf, "weight", wb.weight, 1, 10'000);
+        r.backends.push_back(std::move(wb));
+      }
+    }
+  }
+  if (const auto* rw = f->get("rewrite")) {
+    if (const auto rf = fields(*rw, {"path_prefix", "host"})) {
+      if (const auto* p = rf->get("path_prefix")) {
+        if (auto s = string(*p)) {
+          if (!s->starts_with('/')) {
+            error(*p, "must start with '/'");
+          } else if (!r.match.path_prefix && !r.match.path) {
+            error(*p, "needs match.path_prefix or match.path (it replaces the matched prefix)");
+          } else {
+            r.rewrite.path_prefix = std::move(*s);
+          }
+        }
+      }
+      if (const auto* h = rf->get("host")) {
+        if (auto s = string(*h)) {
+          if (std::any_of(s->begin(), s->end(), [](char ch) {
+                return static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f;
+              })) {
+            error(*h, "must not contain spaces or control characters");
+          } else {
+            r.rewrite.host = std::move(*s);
+          }
+        }
+      }
+    }
+    if (first_action != nullptr && first_name != "backend" && first_name != "backends") {
+      error(*rw, "rewrite applies only to routes that proxy (backend or backends)");
+    }
+  }
+  set_duration(*f, "timeout", r.timeout);
+  if (const auto* rs = f->get("respond")) load_respond(*rs, r.respond.emplace());
+  if (const auto* rd = f->get("redirect")) load_redirect(*rd, r.redirect.emplace());
+}
+
+std::optional<std::string> Loader::route_path(const Value& v) {
+  auto s = string(v);
+  if (!s) return std::nullopt;
+  if (!s->starts_with('/')) {
+    error(v, "must start with '/'");
+    return std::nullopt;
+  }
+  if (s->find_first_of("?#") != std::string::npos) {
+    error(v, "must not contain '?' or '#' (match query parameters with 'query')");
+    return std::nullopt;
+  }
+  if (std::any_of(s->begin(), s->end(),
+                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+    error(v, "must not contain spaces or control characters");
+    return std::nullopt;
+  }
+  // Requests are matched after normalization, so these spellings could never match.
+  const std::string padded = *s + "/";
+  if (s->find("//") != std::string::npos || padded.find("/./") != std::string::npos ||
+      padded.find("/../") != std::string::npos) {
+    error(v, "'" + *s +
+                 "' can never match: request paths are normalized (repeated '/' merged, '.' and "
+                 "'..' segments removed) before matching");
+    return std::nullopt;
+  }
+  return s;
+}
+
+void Loader::load_match(const Value& v, RouteMatch& m) {
+  const auto f =
+      fields(v, {"host", "path", "path_prefix", "path_regex", "methods", "headers", "query"});
+  if (!f) return;
+  if (const auto* h = f->get("host")) {
+    if (auto s = string(*h)) {
+      std::string host = lower(*s);
+      const bool wildcard = host.starts_with("*.");
+      const std::string_view rest = wildcard ? std::string_view(host).substr(2) : host;
+      const bool v6 = rest.starts_with('[') && rest.ends_with(']') &&
+                      is_ip_literal(std::string(rest.substr(1, rest.size() - 2)), true);
+      if (rest.find('*') != std::string_view::npos) {
+        error(*h, "'" + *s + "': '*' is allowed only as the whole first label ('*.example.com')");
+      } else if (!v6 && rest.find(':') != std::string_view::npos) {
+        error(*h, "'" + *s + "' must not include a port (the Host port is ignored for matching)");
+      } else if (!v6 && !is_host_name(rest)) {
+        error(*h, "'" + *s + "' is not a valid host name");
+      } else {
+        m.host = std::move(host);
+      }
+    }
+  }
+  const Value* path_kind = nullptr;
+  std::string path_kind_name;
+  for (const std::string_view key : {"path", "path_prefix", "path_regex"}) {
+    const auto* p = f->get(key);
+    if (p == nullptr) continue;
+    if (path_kind != nullptr) {
+      error(*p, "conflicts with '" + path_kind_name +
+                    "': set only one of path, path_prefix, path_regex");
+      continue;
+    }
+    path_kind = p;
+    path_kind_name = key;
+    if (key == "path_regex") {
+      if (auto s = string(*p)) {
+        RE2::Options options;
+        options.set_log_errors(false);
+        const RE2 re(*s, options);
+        if (re.ok()) {
+          m.path_regex = std::move(*s);
+        } else {
+          error(*p, "invalid regex '" + *s + "': " + re.error());
+        }
+      }
+    } else if (auto s = route_path(*p)) {
+      (key == "path" ? m.path : m.path_prefix) = std::move(*s);
+    }
+  }
+  if (const auto* ms = f->get("methods")) {
+    std::vector<Value> items;
+    if (ms->node.IsScalar()) {
+      items.push_back(*ms);
+    } else if (auto l = list(*ms)) {
+      items = std::move(*l);
+      if (items.empty()) error(*ms, "must list at least one method (omit 'methods' to match any)");
+    }
+    for (const Value& item : items) {
+      const auto s = string(item);
+      if (!s) continue;
+      if (!is_token(*s)) {
+        error(item, "'" + *s + "' is not a valid HTTP method");
+        continue;
+      }
+      auto method = upper(*s);
+      if (std::find(m.methods.begin(), m.methods.end(), method) == m.methods.end()) {
+        m.methods.push_back(std::move(method));
+      }
+    }
+  }
+  if (const auto* h = f->get("headers")) load_value_matches(*h, true, m.headers);
+  if (const auto* q = f->get("query")) load_value_matches(*q, false, m.query);
+}
+
+void Loader::load_value_matches(const Value& v, bool header_names,
+                                std::vector<std::pair<std::string, ValueMatch>>& out) {
+  const auto all = entries(v, header_names);
+  if (!all) return;
+  for (const Entry& e : *all) {
+    std::string key = e.key;
+    if (header_names) {
+      if (!is_token(key)) {
+        d_.error(v.path, e.key_loc, "invalid header name '" + key + "'");
+        continue;
+      }
+      key = lower(std::move(key));
+    } else if (key.empty()) {
+      d_.error(v.path, e.key_loc, "empty query parameter name");
+      continue;
+    }
+    const Value& val = e.value;
+    ValueMatch vm;
+    if (val.node.IsScalar()) {
+      const auto s = header_value(val);
+      if (!s) continue;
+      vm.value = *s;
+    } else if (val.node.IsMap()) {
+      const auto f = fields(val, {"regex", "present"});
+      if (!f) continue;
+      const auto* re = f->get("regex");
+      const auto* present = f->get("present");
+      if ((re == nullptr) == (present == nullptr)) {
+        // A map of only unknown keys has been reported already.
+        if (re != nullptr || val.node.size() == 0) {
+          error(val, "set exactly one of 'regex' or 'present'");
+        }
+        continue;
+      }
+      if (re != nullptr) {
+        const auto s = string(*re);
+        if (!s) continue;
+        RE2::Options options;
+        options.set_log_errors(false);
+        const RE2 compiled(*s, options);
+        if (!compiled.ok()) {
+          error(*re, "invalid regex '" + *s + "': " + compiled.error());
+          continue;
+        }
+        vm.kind = ValueMatch::Kind::Regex;
+        vm.value = *s;
+      } else {
+        const auto b = boolean(*present);
+        if (!b) continue;
+        if (!*b) {
+          error(*present,
+                "only 'present: true' is supported (remove the entry to not match on it)");
+          continue;
+        }
+        vm.kind = ValueMatch::Kind::Present;
+      }
+    } else {
+      error(val,
+            "expected a string, {regex: \"...\"} or {present: true}, got " + describe(val.node));
+      continue;
+    }
+    out.emplace_back(std::move(key), std::move(vm));
+  }
+}
+
+void Loader::load_respond(const Value& v, DirectResponse& r) {
+  const auto f = fields(v, {"status", "body", "content_type", "headers"});
+  if (!f) return;
+  set_int(*f, "status", r.status, 100, 599);
+  if (const auto* b = f->get("body")) {
+    if (auto s = string(*b, true)) r.body = std::move(*s);
+  }
+  if (const auto* ct = f->get("content_type")) {
+    if (auto s = header_value(*ct)) r.content_type = std::move(*s);
+  }
+  if (const auto* h = f->get("headers")) {
+    const auto all = entries(*h, true);
+    if (!all) return;
+    for (const Entry& e : *all) {
+      if (!is_token(e.key)) {
+        d_.error(h->path, e.key_loc, "invalid header name '" + e.key + "'");
+        continue;
+      }
+      auto key = lower(e.key);
+      if (key == "content-length" || key == "transfer-encoding" || key == "connection") {
+        d_.error(h->path, e.key_loc, "'" + e.key + "' is set by Turnpike and cannot be configured");
+        continue;
+      }
+      if (key == "content-type") {
+        d_.error(h->path, e.key_loc, "set the content type with 'content_type'");
+        continue;
+      }
+      if (auto s = header_value(e.value)) r.headers.emplace_back(std::move(key), std::move(*s));
+    }
+  }
+}
+
+void Loader::load_redirect(const Value& v, Redirect& r) {
+  const auto f = fields(v, {"status", "location"});
+  if (!f) return;
+  if (const auto* s = f->get("status")) {
+    if (const auto code = integer(*s, 100, 599)) {
+      if (*code == 301 || *code == 302 || *code == 303 || *code == 307 || *code == 308) {
+        r.status = static_cast<int>(*code);
+      } else {
+        error(*s, "must be one of 301, 302, 303, 307, 308, got " + std::to_string(*code));
+      }
+    }
+  }
+  if (const auto* l = f->get("location")) {
+    if (auto s = header_value(*l)) {
+      if (s->empty()) {
+        error(*l, "must not be empty");
+      } else {
+        r.location = std::move(*s);
+      }
+    }
+  } else {
+    error(v, "missing required key 'location'");
+  }
+}
+
+LoadResult finish(Diagnostics& diag, Config&& config) {
+  LoadResult result;
+  result.errors = diag.take_errors();
+  result.warnings = diag.take_warnings();
+  if (result.errors.empty()) result.config = std::move(config);
+  return result;
+}
+
+}  // namespace
+
+LoadResult load_string(const std::string& yaml, const std::string& file_name) {
+  Diagnostics diag(file_name);
+  Config config;
+  try {
+    const YAML::Node root = YAML::Load(yaml);
+    config = Loader(diag).load(root);
+  } catch (const YAML::Exception& e) {
+    diag.error("", loc_of(e.mark), "invalid YAML: " + e.msg);
+    return finish(diag, std::move(config));
+  }
+  validate_references(config, diag);
+  // A route whose match failed to load looks broader than written: only judge valid configs.
+  if (!diag.has_errors()) warn_shadowed_routes(config, diag);
+  config.source_file = file_name;
+  config.digest = sha256_hex(yaml);
+  return finish(diag, std::move(config));
+}
+
+LoadResult load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    LoadResult result;
+    result.errors.push_back(
+        {path, 0, 0, "", std::string("cannot read config file: ") + std::strerror(err), false});
+    return result;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    LoadResult result;
+    result.errors.push_back({path, 0, 0, "", "cannot read config file", false});
+    return result;
+  }
+  return load_string(text.str(), path);
+}
+
+}  // namespace turnpike::config

@@ -1,0 +1,275 @@
+#include "http1/client_connection.h"
+
+#include <sys/socket.h>
+
+#include <array>
+#include <charconv>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/error.hpp>
+
+namespace turnpike::http1 {
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr std::size_t kReadChunk = 16 * 1024;
+constexpr std::size_t kMaxResponseHeader = 64 * 1024;
+constexpr std::uint32_t kMaxResponseHeaders = 200;
+constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+
+void append_number(std::string& s, std::uint64_t v, int base = 10) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, base);
+  (void)ec;
+  s.append(buf, end);
+}
+
+}  // namespace
+
+ClientConnection::ClientConnection(const asio::any_io_executor& ex) : socket_(ex), deadline_(ex) {
+  out_.reserve(1024);
+  buffer_.max_size(kMaxResponseHeader + kReadChunk);
+}
+
+ClientConnection::~ClientConnection() {
+  close();
+}
+
+void ClientConnection::init() {
+  deadline_.bind(weak_from_this(), [this] {
+    error_code ignored;
+    socket_.cancel(ignored);
+  });
+}
+
+void ClientConnection::close() noexcept {
+  deadline_.cancel();
+  error_code ignored;
+  if (socket_.is_open()) {
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+}
+
+asio::awaitable<error_code> ClientConnection::connect(const tcp::endpoint& ep,
+                                                      std::chrono::milliseconds timeout) {
+  peer_ = ep;
+  deadline_.expires_after(timeout);
+  auto [ec] = co_await socket_.async_connect(ep, kAwait);
+  deadline_.clear();
+  if (ec) {
+    failed_ = true;
+    co_return deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+  }
+  socket_.set_option(tcp::no_delay(true), ec);
+  co_return error_code{};
+}
+
+bool ClientConnection::still_alive() noexcept {
+  if (!socket_.is_open()) return false;
+  char c;
+  ssize_t n = ::recv(socket_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return false;  // orderly close
+  if (n > 0) return false;   // unsolicited bytes: the connection's framing is unknown
+  return errno == EAGAIN || errno == EWOULDBLOCK;
+}
+
+asio::awaitable<error_code> ClientConnection::write(std::span<const asio::const_buffer> bufs,
+                                                    std::chrono::milliseconds timeout) {
+  deadline_.expires_after(timeout);
+  auto [ec, n] = co_await asio::async_write(socket_, bufs, kAwait);
+  deadline_.clear();
+  if (ec) {
+    failed_ = true;
+    co_return deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+  }
+  co_return error_code{};
+}
+
+asio::awaitable<error_code> ClientConnection::read_more(std::chrono::milliseconds timeout) {
+  const std::size_t room = buffer_.max_size() - buffer_.size();
+  if (room == 0) co_return bhttp::error::header_limit;
+  deadline_.expires_after(timeout);
+  auto [ec, n] =
+      co_await socket_.async_read_some(buffer_.prepare(std::min(room, kReadChunk)), kAwait);
+  deadline_.clear();
+  if (ec) {
+    failed_ = true;
+    co_return deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+  }
+  buffer_.commit(n);
+  rx_ += n;
+  co_return error_code{};
+}
+
+asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHead& head,
+                                                           std::string_view path_and_query,
+                                                           std::span<const char> body,
+                                                           bool end_stream,
+                                                           std::chrono::milliseconds timeout) {
+  ++requests_;
+  rx_ = 0;
+  request_done_ = false;
+  parser_.reset();
+  out_.clear();
+  out_ += head.method;
+  out_ += ' ';
+  out_ += path_and_query;
+  out_ += " HTTP/1.1\r\n";
+  for (const auto& h : head.headers) {
+    out_ += h.name;
+    out_ += ": ";
+    out_ += h.value;
+    out_ += "\r\n";
+  }
+  request_chunked_ = false;
+  if (head.content_length) {
+    if (*head.content_length > 0 || head.method == "POST" || head.method == "PUT" ||
+        head.method == "PATCH") {
+      out_ += "Content-Length: ";
+      append_number(out_, *head.content_length);
+      out_ += "\r\n";
+    }
+  } else if (head.has_body) {
+    out_ += "Transfer-Encoding: chunked\r\n";
+    request_chunked_ = true;
+  }
+  out_ += "\r\n";
+
+  static constexpr std::string_view kCrlf = "\r\n";
+  static constexpr std::string_view kCrlfLast = "\r\n0\r\n\r\n";
+  static constexpr std::string_view kLast = "0\r\n\r\n";
+  std::array<asio::const_buffer, 3> bufs;
+  std::size_t nbufs = 0;
+  if (request_chunked_ && !body.empty()) {
+    append_number(out_, body.size(), 16);
+    out_ += "\r\n";
+  }
+  bufs[nbufs++] = asio::buffer(out_);
+  if (!body.empty()) bufs[nbufs++] = asio::buffer(body.data(), body.size());
+  if (request_chunked_) {
+    if (!body.empty())
+      bufs[nbufs++] = end_stream ? asio::buffer(kCrlfLast.data(), kCrlfLast.size())
+                                 : asio::buffer(kCrlf.data(), kCrlf.size());
+    else if (end_stream)
+      bufs[nbufs++] = asio::buffer(kLast.data(), kLast.size());
+  }
+  error_code ec = co_await write({bufs.data(), nbufs}, timeout);
+  if (!ec && end_stream) request_done_ = true;
+  co_return ec;
+}
+
+asio::awaitable<error_code> ClientConnection::send_body(std::span<const char> body, bool end_stream,
+                                                        std::chrono::milliseconds timeout) {
+  static constexpr std::string_view kCrlf = "\r\n";
+  static constexpr std::string_view kCrlfLast = "\r\n0\r\n\r\n";
+  static constexpr std::string_view kLast = "0\r\n\r\n";
+  std::array<asio::const_buffer, 3> bufs;
+  std::size_t nbufs = 0;
+  if (request_chunked_) {
+    if (!body.empty()) {
+      out_.clear();
+      append_number(out_, body.size(), 16);
+      out_ += "\r\n";
+      bufs[nbufs++] = asio::buffer(out_);
+      bufs[nbufs++] = asio::buffer(body.data(), body.size());
+      bufs[nbufs++] = end_stream ? asio::buffer(kCrlfLast.data(), kCrlfLast.size())
+                                 : asio::buffer(kCrlf.data(), kCrlf.size());
+    } else if (end_stream) {
+      bufs[nbufs++] = asio::buffer(kLast.data(), kLast.size());
+    }
+  } else if (!body.empty()) {
+    bufs[nbufs++] = asio::buffer(body.data(), body.size());
+  }
+  error_code ec;
+  if (nbufs > 0) ec = co_await write({bufs.data(), nbufs}, timeout);
+  if (!ec && end_stream) request_done_ = true;
+  co_return ec;
+}
+
+asio::awaitable<error_code> ClientConnection::read_response_head(
+    http::ResponseHead& head, bool head_request, std::chrono::milliseconds timeout) {
+  head_ = &head;
+  for (;;) {  // loops over interim (1xx) responses
+    head = http::ResponseHead{};
+    parser_.emplace(head, kMaxResponseHeaders);
+    parser_->eager(false);
+    parser_->header_limit(kMaxResponseHeader);
+    parser_->body_limit(boost::none);
+    if (head_request) parser_->skip(true);
+    for (;;) {
+      error_code ec;
+      std::size_t n = buffer_.size() ? parser_->put(buffer_.data(), ec) : 0;
+      if (buffer_.size() == 0) ec = bhttp::error::need_more;
+      buffer_.consume(n);
+      if (!ec && parser_->is_header_done()) break;
+      if (ec && ec != bhttp::error::need_more) {
+        failed_ = true;
+        co_return ec;
+      }
+      if (error_code rec = co_await read_more(timeout)) co_return rec;
+    }
+    if (head.status >= 100 && head.status < 200 && head.status != 101) continue;
+    break;
+  }
+  http::strip_hop_by_hop(head.headers);
+  head.has_body = !parser_->is_done();
+  co_return error_code{};
+}
+
+http::BodyRead ClientConnection::read_buffered_body(std::span<char> out) {
+  http::BodyRead r;
+  if (!parser_ || parser_->is_done()) {
+    r.last = true;
+    return r;
+  }
+  parser_->set_output(out);
+  if (buffer_.size() > 0) {
+    error_code ec;
+    std::size_t n = parser_->put(buffer_.data(), ec);
+    buffer_.consume(n);
+    if (ec && ec != bhttp::error::need_more && ec != bhttp::error::need_buffer) {
+      failed_ = true;
+      r.ec = ec;
+    }
+  }
+  r.bytes = parser_->produced();
+  r.last = parser_->is_done();
+  return r;
+}
+
+asio::awaitable<http::BodyRead> ClientConnection::read_body(std::span<char> out,
+                                                            std::chrono::milliseconds timeout) {
+  for (;;) {
+    http::BodyRead r = read_buffered_body(out);
+    if (r.ec || r.bytes > 0 || r.last) co_return r;
+    error_code ec = co_await read_more(timeout);
+    if (ec == asio::error::eof && parser_->need_eof()) {
+      // A close-delimited body ends with the connection.
+      error_code ignored;
+      parser_->put_eof(ignored);
+      r.last = true;
+      failed_ = true;  // not reusable
+      co_return r;
+    }
+    if (ec) {
+      r.ec = ec;
+      co_return r;
+    }
+  }
+}
+
+bool ClientConnection::reusable() const noexcept {
+  return !failed_ && request_done_ && parser_ && parser_->is_done() &&
+         !parser_->connection_close() && parser_->version() == 11 && buffer_.size() == 0 &&
+         socket_.is_open();
+}
+
+}  // namespace turnpike::http1

@@ -1,0 +1,87 @@
+// HTTP/1.1 upstream connection: one TCP connection to a backend, used by one request at a time
+// and pooled between requests by upstream/. Serializes the request head itself (the values
+// were validated when parsed), streams bodies with Content-Length or chunked framing, and
+// parses the response with Beast. Every operation has a deadline. Owning worker thread only.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include "http1/parser.h"
+#include "support/deadline.h"
+#include "turnpike/http/message.h"
+#include "turnpike/http/stream.h"
+
+namespace turnpike::http1 {
+
+class ClientConnection final : public std::enable_shared_from_this<ClientConnection> {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit ClientConnection(const boost::asio::any_io_executor& ex);
+  ~ClientConnection();
+
+  /// Call once, right after construction by make_shared.
+  void init();
+
+  boost::asio::awaitable<boost::system::error_code> connect(
+      const boost::asio::ip::tcp::endpoint& ep, std::chrono::milliseconds timeout);
+
+  /// Writes the request head (`path_and_query` as the request-target) and the first body bytes.
+  boost::asio::awaitable<boost::system::error_code> send_request(const http::RequestHead& head,
+                                                                 std::string_view path_and_query,
+                                                                 std::span<const char> body,
+                                                                 bool end_stream,
+                                                                 std::chrono::milliseconds timeout);
+  boost::asio::awaitable<boost::system::error_code> send_body(std::span<const char> body,
+                                                              bool end_stream,
+                                                              std::chrono::milliseconds timeout);
+  /// Reads the final response head (skipping 1xx). `head_request`: no body follows.
+  boost::asio::awaitable<boost::system::error_code> read_response_head(
+      http::ResponseHead& head, bool head_request, std::chrono::milliseconds timeout);
+  /// Decodes body bytes already buffered, without I/O.
+  http::BodyRead read_buffered_body(std::span<char> out);
+  boost::asio::awaitable<http::BodyRead> read_body(std::span<char> out,
+                                                   std::chrono::milliseconds timeout);
+
+  /// True when the response was read completely and the connection may serve another request.
+  bool reusable() const noexcept;
+  bool is_open() const noexcept { return socket_.is_open(); }
+  /// Whether the connection already served a request (a failure on it may be a stale close).
+  bool reused() const noexcept { return requests_ > 1; }
+  /// False if the peer closed (or sent unsolicited bytes) while the connection sat idle.
+  bool still_alive() noexcept;
+  void close() noexcept;
+
+  Clock::time_point idle_since() const noexcept { return idle_since_; }
+  void mark_idle() noexcept { idle_since_ = Clock::now(); }
+  const boost::asio::ip::tcp::endpoint& peer() const noexcept { return peer_; }
+  std::uint64_t response_bytes() const noexcept { return rx_; }
+
+ private:
+  boost::asio::awaitable<boost::system::error_code> write(
+      std::span<const boost::asio::const_buffer> bufs, std::chrono::milliseconds timeout);
+  boost::asio::awaitable<boost::system::error_code> read_more(std::chrono::milliseconds timeout);
+
+  boost::asio::ip::tcp::socket socket_;
+  boost::asio::ip::tcp::endpoint peer_;
+  support::Deadline deadline_;
+  boost::beast::flat_buffer buffer_;
+  std::string out_;
+  http::ResponseHead* head_ = nullptr;
+  std::optional<ResponseParser> parser_;
+  bool request_chunked_ = false;
+  bool request_done_ = false;
+  bool failed_ = false;
+  std::uint64_t requests_ = 0;
+  std::uint64_t rx_ = 0;
+  Clock::time_point idle_since_{};
+};
+
+}  // namespace turnpike::http1

@@ -1,0 +1,87 @@
+// HTTP/1.1 downstream connection: reads requests with Beast's parser (strict framing, limits,
+// timeouts), hands each one to the StreamHandler as an http::ServerStream, and writes the
+// response with Content-Length or chunked framing. Requests on one connection are served one
+// after another, so pipelined requests are answered in order. Owning worker thread only.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include "http1/parser.h"
+#include "support/deadline.h"
+#include "turnpike/config/config.h"
+#include "turnpike/http/connection_registry.h"
+#include "turnpike/http/stream.h"
+
+namespace turnpike::http1 {
+
+class ServerConnection final : public std::enable_shared_from_this<ServerConnection>,
+                               public http::ManagedConnection,
+                               private http::ServerStream {
+ public:
+  ServerConnection(boost::asio::ip::tcp::socket&& socket, const config::Limits& limits,
+                   http::ConnectionInfo info, http::StreamHandler& handler,
+                   http::ConnectionRegistry& registry);
+  ~ServerConnection();
+
+  /// Starts serving; the connection keeps itself alive until it closes.
+  void start();
+
+  void shutdown_when_idle() noexcept override;
+  void abort() noexcept override;
+
+ private:
+  enum class State : std::uint8_t { Idle, ReadingHead, Serving, Closed };
+
+  boost::asio::awaitable<void> run();
+  boost::asio::awaitable<bool> read_head();
+  boost::asio::awaitable<boost::system::error_code> read_more();
+  boost::asio::awaitable<void> reply_error(int status, std::string_view details);
+  boost::asio::awaitable<boost::system::error_code> write(
+      std::span<const boost::asio::const_buffer> bufs);
+  int status_for(const boost::system::error_code& ec) const;
+  void close() noexcept;
+
+  // http::ServerStream
+  http::RequestHead& request() noexcept override { return head_; }
+  const http::ConnectionInfo& connection() const noexcept override { return info_; }
+  boost::asio::awaitable<http::BodyRead> read_body(std::span<char> out) override;
+  boost::asio::awaitable<boost::system::error_code> send_response(http::ResponseHead& head,
+                                                                  std::span<const char> body,
+                                                                  bool end_stream) override;
+  boost::asio::awaitable<boost::system::error_code> send_body(std::span<const char> body,
+                                                              bool end_stream) override;
+  bool response_started() const noexcept override { return response_started_; }
+  void reset() noexcept override;
+  std::uint64_t bytes_received() const noexcept override { return rx_; }
+  std::uint64_t bytes_sent() const noexcept override { return tx_; }
+
+  boost::asio::ip::tcp::socket socket_;
+  config::Limits limits_;
+  http::ConnectionInfo info_;
+  http::StreamHandler& handler_;
+  http::ConnectionRegistry& registry_;
+  support::Deadline deadline_;
+  boost::beast::flat_buffer buffer_;
+  std::string out_;  // serialized response head (+ chunk framing), reused
+
+  http::RequestHead head_;
+  std::optional<RequestParser> parser_;
+  State state_ = State::Idle;
+  bool keep_alive_ = true;
+  bool close_after_ = false;  // decided when the response head was written
+  bool head_request_ = false;
+  bool response_started_ = false;
+  bool response_chunked_ = false;
+  bool response_done_ = false;
+  bool sent_continue_ = false;
+  bool drain_requested_ = false;
+  std::uint64_t rx_ = 0;  // bytes of the current request
+  std::uint64_t tx_ = 0;  // bytes of the current response
+};
+
+}  // namespace turnpike::http1

@@ -1,0 +1,324 @@
+#include "proxy/proxy.h"
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/error.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include "turnpike/http/date.h"
+
+namespace turnpike::proxy {
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+bool valid_request_id(std::string_view v) {
+  if (v.empty() || v.size() > 200) return false;
+  for (char c : v)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '"' || c == '\\') return false;
+  return true;
+}
+
+// State of one request, for the answer and the log line.
+struct Exchange {
+  Exchange(http::ServerStream& stream, http::RequestHead& request) : s(stream), req(request) {}
+  http::ServerStream& s;
+  http::RequestHead& req;
+  std::string request_id;
+  std::string original_path;
+  std::string_view route;
+  std::string_view cluster;
+  std::string upstream;
+  int status = 0;
+  double upstream_ms = -1;
+  Clock::time_point start = Clock::now();
+};
+
+std::string json_error(std::string_view error, std::string_view request_id) {
+  std::string body = R"({"error":")";
+  for (char c : error) {
+    if (c == '"' || c == '\\') body += '\\';
+    body += c;
+  }
+  body += R"(","request_id":")";
+  body += request_id;
+  body += "\"}";
+  return body;
+}
+
+asio::awaitable<void> local_reply(
+    Exchange& x, int status, std::string_view content_type, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& extra = {}) {
+  x.status = status;
+  if (x.s.response_started()) {
+    x.s.reset();
+    co_return;
+  }
+  http::ResponseHead head;
+  head.status = status;
+  head.headers.reserve(4 + extra.size());
+  head.headers.add("Date", http::http_date_now());
+  if (!content_type.empty()) head.headers.add("Content-Type", content_type);
+  for (const auto& [k, v] : extra)
+    head.headers.add(k, v);
+  head.headers.add("X-Request-Id", x.request_id);
+  head.content_length = body.size();
+  head.has_body = !body.empty();
+  co_await x.s.send_response(head, body, true);
+}
+
+asio::awaitable<void> error_reply(Exchange& x, int status, std::string_view error) {
+  std::string body = json_error(error, x.request_id);
+  co_await local_reply(x, status, "application/json", body);
+}
+
+// Status for a downstream failure while reading the request body; 0: the client is gone.
+int downstream_body_status(const error_code& ec) {
+  if (ec == asio::error::timed_out) return 408;
+  if (ec == bhttp::error::body_limit) return 413;
+  if (ec.category() == error_code(bhttp::error::body_limit).category() &&
+      ec != bhttp::error::partial_message)
+    return 400;
+  return 0;
+}
+
+}  // namespace
+
+void Proxy::on_rejected(const http::ConnectionInfo& conn, const http::RequestHead& partial,
+                        int status, std::string_view details, std::uint64_t bytes_in,
+                        std::uint64_t bytes_out) noexcept {
+  if (status != 408)
+    spdlog::debug("rejected request from {}: {} ({})", conn.client_address, status, details);
+  observability::AccessRecord r;
+  std::string rid = ctx_.next_request_id();
+  r.request_id = rid;
+  r.client = conn.client_address;
+  r.method = partial.method;
+  r.path = partial.path.empty() ? std::string_view(partial.target) : partial.path;
+  r.status = status;
+  r.bytes_in = bytes_in;
+  r.bytes_out = bytes_out;
+  ctx_.access_log().append(r);
+}
+
+asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
+  SnapshotRef snap = ctx_.pin();
+  http::RequestHead& req = s.request();
+  Exchange x(s, req);
+
+  if (const std::string* id = req.headers.get("x-request-id"); id && valid_request_id(*id)) {
+    x.request_id = *id;
+  } else {
+    x.request_id = ctx_.next_request_id();
+    req.headers.set("X-Request-Id", x.request_id);
+  }
+  x.original_path = req.path;
+
+  router::RequestView view{req.method, req.host, req.path, req.query, &req.headers};
+  const router::Route* route = snap->routes.match(view);
+  BufferPool& buffers = ctx_.buffers();
+  std::unique_ptr<char[]> buf;
+
+  if (!route) {
+    co_await error_reply(x, 404, "no route");
+  } else {
+    x.route = route->name();
+    const config::Route& rc = *route->config;
+    switch (route->action) {
+      case router::ActionKind::Respond: {
+        const auto& r = *rc.respond;
+        co_await local_reply(x, r.status, r.body.empty() ? std::string_view{} : r.content_type,
+                             r.body, r.headers);
+        break;
+      }
+      case router::ActionKind::Redirect: {
+        const auto& r = *rc.redirect;
+        std::vector<std::pair<std::string, std::string>>
+            location;  // GCC 12: no init-list in co_await
+        location.emplace_back("Location", r.location);
+        co_await local_reply(x, r.status, {}, {}, location);
+        break;
+      }
+      case router::ActionKind::Proxy: {
+        std::uint32_t ci = route->backends.size() == 1
+                               ? route->backends.front().cluster_index
+                               : route->pick_cluster(ctx_.random() % route->total_weight);
+        upstream::ClusterPool& pool = snap.pool(ci);
+        x.cluster = pool.config().name;
+        const auto timeout = rc.timeout;
+
+        // Forwarding headers. X-Forwarded-For appends the peer to what earlier proxies said.
+        const std::string& client = s.connection().client_address;
+        if (req.headers.has("x-forwarded-for")) {
+          std::string chain;
+          for (const auto& h : req.headers) {
+            if (!http::iequals(h.name, "x-forwarded-for")) continue;
+            chain += h.value;
+            chain += ", ";
+          }
+          chain += client;
+          req.headers.set("X-Forwarded-For", chain);
+        } else {
+          req.headers.add("X-Forwarded-For", client);
+        }
+        req.headers.set("X-Forwarded-Proto", s.connection().tls ? "https" : "http");
+        if (!req.authority.empty()) req.headers.set("X-Forwarded-Host", req.authority);
+        req.headers.remove("expect");
+        if (rc.rewrite.host) req.headers.set("Host", *rc.rewrite.host);
+        std::string target = route->rewritten_path(req.path);
+        if (!req.query.empty()) {
+          target += '?';
+          target += req.query;
+        }
+
+        buf = buffers.get();
+        std::span<char> bspan(buf.get(), BufferPool::kSize);
+
+        // First body bytes before taking an upstream connection (this also answers
+        // Expect: 100-continue).
+        http::BodyRead first;
+        first.last = true;
+        if (req.has_body) {
+          first = co_await s.read_body(bspan);
+          if (first.ec) {
+            int st = downstream_body_status(first.ec);
+            if (st)
+              co_await error_reply(x, st,
+                                   st == 413 ? "request body too large" : "bad request body");
+            else
+              x.status = 499, s.reset();
+            break;
+          }
+        }
+        bool body_streamed = false;
+        upstream::EndpointState* ep = nullptr;
+        std::shared_ptr<http1::ClientConnection> conn;
+        http::ResponseHead resp;
+        const bool head_req = req.method == "HEAD";
+        Clock::time_point up_start = Clock::now();
+        error_code ec;
+        int downstream_failed = -1;  // >=0: status to answer for a downstream body failure
+
+        for (int attempt = 0; attempt < 2; ++attempt) {
+          ep = &pool.pick();
+          x.upstream = ep->label;
+          up_start = Clock::now();
+          auto lease = co_await pool.acquire(*ep, attempt == 0);
+          if (lease.ec) {
+            ec = lease.ec;
+            break;
+          }
+          conn = std::move(lease.conn);
+          ec = co_await conn->send_request(req, target, {bspan.data(), first.bytes}, first.last,
+                                           timeout);
+          if (!ec && !first.last) {
+            body_streamed = true;
+            for (;;) {
+              http::BodyRead r = co_await s.read_body(bspan);
+              if (r.ec) {
+                downstream_failed = downstream_body_status(r.ec);
+                break;
+              }
+              ec = co_await conn->send_body({bspan.data(), r.bytes}, r.last, timeout);
+              if (ec || r.last) break;
+            }
+            if (downstream_failed >= 0) break;
+          }
+          if (!ec) ec = co_await conn->read_response_head(resp, head_req, timeout);
+          // A pooled connection the upstream closed while idle fails before any response
+          // byte: try once more on a fresh connection, if the request can be sent again.
+          if (ec && lease.reused && conn->response_bytes() == 0 && !body_streamed &&
+              ec != asio::error::timed_out) {
+            conn->close();
+            conn.reset();
+            continue;
+          }
+          break;
+        }
+
+        if (downstream_failed >= 0) {
+          if (conn) conn->close();
+          if (downstream_failed > 0)
+            co_await error_reply(x, downstream_failed, "bad request body");
+          else
+            x.status = 499, s.reset();
+          break;
+        }
+        if (ec) {
+          if (conn) conn->close();
+          x.upstream_ms = ms_since(up_start);
+          if (ec == asio::error::timed_out)
+            co_await error_reply(x, 504, "upstream timed out");
+          else
+            co_await error_reply(x, 502,
+                                 conn ? "upstream connection failed" : "upstream connect failed");
+          break;
+        }
+
+        // Response: head plus whatever body is already buffered in one write.
+        x.status = resp.status;
+        resp.headers.set("X-Request-Id", x.request_id);
+        http::BodyRead chunk = conn->read_buffered_body(bspan);
+        bool done = chunk.last && !chunk.ec;
+        if (chunk.ec) {
+          conn->close();
+          co_await error_reply(x, 502, "invalid upstream response");
+          break;
+        }
+        if (co_await s.send_response(resp, {bspan.data(), chunk.bytes}, done)) {
+          conn->close();
+          break;
+        }
+        while (!done) {
+          http::BodyRead r = co_await conn->read_body(bspan, timeout);
+          if (r.ec) {
+            // Too late for an error status: abort the downstream side so the client sees an
+            // incomplete response rather than a truncated one that looks whole.
+            conn->close();
+            s.reset();
+            break;
+          }
+          done = r.last;
+          if (co_await s.send_body({bspan.data(), r.bytes}, done)) {
+            conn->close();
+            done = false;
+            break;
+          }
+        }
+        x.upstream_ms = ms_since(up_start);
+        if (done)
+          pool.release(*ep, std::move(conn));
+        else if (conn)
+          conn->close();
+        break;
+      }
+    }
+  }
+  if (buf) buffers.put(std::move(buf));
+
+  observability::AccessRecord r;
+  r.request_id = x.request_id;
+  r.client = s.connection().client_address;
+  r.method = req.method;
+  r.path = x.original_path;
+  r.route = x.route;
+  r.cluster = x.cluster;
+  r.upstream = x.upstream;
+  r.status = x.status;
+  r.bytes_in = s.bytes_received();
+  r.bytes_out = s.bytes_sent();
+  r.duration_ms = ms_since(x.start);
+  r.upstream_ms = x.upstream_ms;
+  ctx_.access_log().append(r);
+}
+
+}  // namespace turnpike::proxy

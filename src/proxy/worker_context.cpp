@@ -1,0 +1,109 @@
+#include "proxy/worker_context.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace turnpike::proxy {
+
+namespace {
+// Identity of a cluster definition: pools survive a snapshot change only if it is unchanged.
+std::string pool_key(const config::Cluster& c) {
+  std::string k = c.name;
+  k += '|';
+  k += std::to_string(c.connect_timeout.count());
+  k += '|';
+  k += std::to_string(c.idle_timeout.count());
+  k += '|';
+  k += std::to_string(c.max_idle_per_endpoint);
+  for (const auto& e : c.endpoints) {
+    k += '|';
+    k += e.address;
+    k += ':';
+    k += std::to_string(e.port);
+    k += '*';
+    k += std::to_string(e.weight);
+  }
+  return k;
+}
+}  // namespace
+
+SnapshotRef::~SnapshotRef() {
+  if (ws_ && --ws_->pins == 0 && !ws_->current) ctx_->unpinned(ws_);
+}
+
+WorkerContext::WorkerContext(boost::asio::any_io_executor ex, unsigned index,
+                             observability::AccessLogSink* log_sink)
+    : ex_(std::move(ex)), index_(index), rng_(std::random_device{}()), log_(log_sink) {}
+
+WorkerContext::~WorkerContext() {
+  log_.flush();
+  for (auto& [k, p] : pools_)
+    p->close_idle();
+}
+
+void WorkerContext::set_snapshot(core::SnapshotPtr snap) {
+  auto ws = std::make_unique<WorkerSnapshot>();
+  ws->shared = std::move(snap);
+  ws->current = true;
+  std::unordered_map<std::string, std::unique_ptr<upstream::ClusterPool>> next;
+  for (const auto& c : ws->shared->config.clusters) {
+    std::string key = pool_key(c);
+    auto it = pools_.find(key);
+    std::unique_ptr<upstream::ClusterPool> pool;
+    if (it != pools_.end()) {
+      pool = std::move(it->second);
+      pools_.erase(it);
+    } else {
+      pool = std::make_unique<upstream::ClusterPool>(c, ex_);
+    }
+    ws->pools.push_back(pool.get());
+    next.emplace(std::move(key), std::move(pool));
+  }
+  // Pools of removed clusters: close their idle connections. Requests still pinned to an older
+  // snapshot keep using them until they end, so they are retired, not destroyed, here.
+  for (auto& [k, p] : pools_)
+    p->close_idle();
+  // TODO(reload): retire leftover pools once no snapshot references them (issue 3).
+  for (auto& [k, p] : pools_)
+    next.emplace("retired|" + k, std::move(p));
+  pools_ = std::move(next);
+
+  WorkerSnapshot* old = current_;
+  current_ = ws.get();
+  live_.push_back(std::move(ws));
+  if (old) {
+    old->current = false;
+    if (old->pins == 0) unpinned(old);
+  }
+}
+
+void WorkerContext::unpinned(WorkerSnapshot* ws) noexcept {
+  std::erase_if(live_, [ws](const std::unique_ptr<WorkerSnapshot>& p) { return p.get() == ws; });
+}
+
+std::string WorkerContext::next_request_id() {
+  std::uint64_t a = rng_();
+  std::uint64_t b = rng_();
+  a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
+  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
+                static_cast<unsigned>(b >> 48),
+                static_cast<unsigned long long>(b & 0xffffffffffffULL));
+  return std::string(buf, 36);
+}
+
+void WorkerContext::sweep() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [k, p] : pools_)
+    p->sweep(now);
+  log_.flush();
+}
+
+void WorkerContext::close_idle_upstreams() {
+  for (auto& [k, p] : pools_)
+    p->close_idle();
+}
+
+}  // namespace turnpike::proxy

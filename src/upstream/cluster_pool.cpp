@@ -1,0 +1,111 @@
+#include "upstream/cluster_pool.h"
+
+#include <boost/asio/ip/address.hpp>
+
+namespace turnpike::upstream {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+namespace {
+// Connections idle for less than this are handed out without a liveness probe.
+constexpr auto kProbeAfter = std::chrono::milliseconds(1000);
+}  // namespace
+
+ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor ex)
+    : config_(&cluster), ex_(std::move(ex)) {
+  endpoints_.reserve(cluster.endpoints.size());
+  for (const auto& e : cluster.endpoints) {
+    EndpointState st;
+    st.endpoint = tcp::endpoint(asio::ip::make_address(e.address), e.port);
+    st.label = e.address.find(':') != std::string::npos
+                   ? "[" + e.address + "]:" + std::to_string(e.port)
+                   : e.address + ":" + std::to_string(e.port);
+    st.weight = e.weight;
+    if (!endpoints_.empty() && st.weight != endpoints_.front().weight) equal_weights_ = false;
+    endpoints_.push_back(std::move(st));
+  }
+}
+
+EndpointState& ClusterPool::pick() noexcept {
+  if (equal_weights_ || endpoints_.size() == 1) {
+    EndpointState& ep = endpoints_[rr_];
+    if (++rr_ == endpoints_.size()) rr_ = 0;
+    return ep;
+  }
+  std::int64_t total = 0;
+  EndpointState* best = nullptr;
+  for (auto& ep : endpoints_) {
+    ep.current += ep.weight;
+    total += ep.weight;
+    if (!best || ep.current > best->current) best = &ep;
+  }
+  best->current -= total;
+  return *best;
+}
+
+asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool allow_reuse) {
+  Lease lease;
+  if (allow_reuse) {
+    const auto now = std::chrono::steady_clock::now();
+    while (!ep.idle.empty()) {
+      auto conn = std::move(ep.idle.back());
+      ep.idle.pop_back();
+      if (now - conn->idle_since() > kProbeAfter && !conn->still_alive()) {
+        conn->close();
+        continue;
+      }
+      lease.conn = std::move(conn);
+      lease.reused = true;
+      co_return lease;
+    }
+  }
+  auto conn = std::make_shared<http1::ClientConnection>(ex_);
+  conn->init();
+  lease.ec = co_await conn->connect(ep.endpoint, config_->connect_timeout);
+  if (lease.ec) {
+    conn->close();
+    co_return lease;
+  }
+  lease.conn = std::move(conn);
+  co_return lease;
+}
+
+void ClusterPool::release(EndpointState& ep,
+                          std::shared_ptr<http1::ClientConnection> conn) noexcept {
+  if (!conn->reusable() || ep.idle.size() >= config_->max_idle_per_endpoint) {
+    conn->close();
+    return;
+  }
+  conn->mark_idle();
+  ep.idle.push_back(std::move(conn));
+}
+
+void ClusterPool::sweep(std::chrono::steady_clock::time_point now) noexcept {
+  for (auto& ep : endpoints_) {
+    std::erase_if(ep.idle, [&](const std::shared_ptr<http1::ClientConnection>& c) {
+      if (now - c->idle_since() >= config_->idle_timeout || !c->still_alive()) {
+        c->close();
+        return true;
+      }
+      return false;
+    });
+  }
+}
+
+void ClusterPool::close_idle() noexcept {
+  for (auto& ep : endpoints_) {
+    for (auto& c : ep.idle)
+      c->close();
+    ep.idle.clear();
+  }
+}
+
+std::size_t ClusterPool::idle_count() const noexcept {
+  std::size_t n = 0;
+  for (const auto& ep : endpoints_)
+    n += ep.idle.size();
+  return n;
+}
+
+}  // namespace turnpike::upstream

@@ -1,0 +1,60 @@
+// Per-worker view of the upstream clusters: endpoint choice (smooth weighted round robin) and
+// keep-alive connection pools (bounded idle list per endpoint, idle timeout). Nothing here is
+// shared with other workers, so nothing is locked. Owning worker thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "http1/client_connection.h"
+#include "turnpike/config/config.h"
+
+namespace turnpike::upstream {
+
+struct EndpointState {
+  boost::asio::ip::tcp::endpoint endpoint;
+  std::string label;  // "127.0.0.1:9001" for logs
+  std::int64_t weight = 1;
+  std::int64_t current = 0;  // smooth weighted round robin state
+  std::vector<std::shared_ptr<http1::ClientConnection>> idle;
+};
+
+class ClusterPool {
+ public:
+  ClusterPool(const config::Cluster& cluster, boost::asio::any_io_executor ex);
+
+  const config::Cluster& config() const noexcept { return *config_; }
+  /// Next endpoint by smooth weighted round robin (nginx's algorithm; plain rotation when all
+  /// weights are equal).
+  EndpointState& pick() noexcept;
+  /// A pooled connection to `ep` that still looks alive, or a fresh one (connected).
+  /// `reused` tells the caller whether a failure may be a stale keep-alive close.
+  struct Lease {
+    std::shared_ptr<http1::ClientConnection> conn;
+    boost::system::error_code ec;
+    bool reused = false;
+  };
+  boost::asio::awaitable<Lease> acquire(EndpointState& ep, bool allow_reuse = true);
+  /// Returns a connection after a complete exchange; closes it if not reusable or pool full.
+  void release(EndpointState& ep, std::shared_ptr<http1::ClientConnection> conn) noexcept;
+  /// Closes idle connections unused for longer than the cluster's idle_timeout.
+  void sweep(std::chrono::steady_clock::time_point now) noexcept;
+  /// Closes every idle connection.
+  void close_idle() noexcept;
+  std::size_t idle_count() const noexcept;
+
+ private:
+  const config::Cluster* config_;
+  boost::asio::any_io_executor ex_;
+  std::vector<EndpointState> endpoints_;
+  std::size_t rr_ = 0;
+  bool equal_weights_ = true;
+};
+
+}  // namespace turnpike::upstream
