@@ -538,6 +538,11 @@ def write_report(s, info, vers, status, results, response_info, out_path, elapse
     if foreign:
         L.append(f"\nOther load during the measured runs: median {statistics.median(foreign):.2f} CPUs, "
                  f"max {max(foreign):.2f} CPUs (of {info['nproc']}).")
+        if statistics.median(foreign) > 0.2:
+            L.append("\n**Warning: the machine was busy with other work during this run** (see *other load* in "
+                     "the raw table). The comparison is still interleaved and like for like, but absolute "
+                     "requests/s and p99 are depressed and noisy; rerun `bench/run.sh` on an idle machine "
+                     "for numbers to publish.")
     L.append("")
 
     # Ratios
@@ -626,7 +631,9 @@ def start_proxies(s, procs, up_addr, status):
                                        timeout=20)
                 if check.returncode != 0:
                     status[name] = {"state": "failed", "detail": "`turnpike check` rejected the bench config",
-                                    "note": "turnpike check: " + (check.stdout + check.stderr).strip()[-800:]}
+                                    "note": f"`turnpike check` exited with status {check.returncode}:\n\n```\n"
+                                            + ((check.stdout + check.stderr).strip()[-800:] or "(no output)")
+                                            + "\n```"}
                     continue
                 cmd = [s.turnpike_bin, "-c", cfg]
             elif name == "nginx":

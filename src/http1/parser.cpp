@@ -49,6 +49,7 @@ void scan_connection(std::string_view value, bool& close, bool& keep_alive, bool
 void RequestParser::on_request_impl(bhttp::verb, boost::beast::string_view method,
                                     boost::beast::string_view target, int version, error_code& ec) {
   if (version != 10 && version != 11) {
+    unsupported_version_ = true;
     ec = bhttp::error::bad_version;
     return;
   }

@@ -55,6 +55,8 @@ class RequestParser final : public BodySink<true> {
   bool saw_host() const noexcept { return host_count_ > 0; }
   int host_count() const noexcept { return host_count_; }
   int version() const noexcept { return version_; }
+  /// A well-formed HTTP version other than 1.0 and 1.1 (answered 505, not 400).
+  bool unsupported_version() const noexcept { return unsupported_version_; }
 
  private:
   void on_request_impl(boost::beast::http::verb, boost::beast::string_view method,
@@ -75,6 +77,7 @@ class RequestParser final : public BodySink<true> {
   bool conn_keep_alive_ = false;
   bool conn_upgrade_ = false;
   bool saw_te_ = false;
+  bool unsupported_version_ = false;
 };
 
 /// Parses a response from an upstream.

@@ -132,13 +132,17 @@ int ServerConnection::status_for(const error_code& ec) const {
   if (ec == bhttp::error::body_limit) return 413;
   if (ec == bhttp::error::header_limit) {
     if (parser_ && parser_->too_many_headers()) return 431;
+    // The request line was parsed (Beast consumed it): the fields are what is too large.
+    if (!head_.method.empty()) return head_.target.size() > limits_.max_uri_bytes ? 414 : 431;
     // Over the header limit before the request line ended: the URI is what is too long.
     std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
     std::size_t eol = data.find('\n');
     if (eol == std::string_view::npos || eol > limits_.max_uri_bytes) return 414;
     return 431;
   }
-  if (ec == bhttp::error::bad_version) return 505;
+  // 505 only for a well-formed version we do not speak (HTTP/2.0 over HTTP/1 framing, say);
+  // a garbled request line (bare LF after the version, too) is a plain 400.
+  if (ec == bhttp::error::bad_version && parser_ && parser_->unsupported_version()) return 505;
   return 400;
 }
 

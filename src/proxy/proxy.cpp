@@ -267,6 +267,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
         // Response: head plus whatever body is already buffered in one write.
         x.status = resp.status;
         resp.headers.set("X-Request-Id", x.request_id);
+        if (!resp.headers.has("date")) resp.headers.add("Date", http::http_date_now());
         http::BodyRead chunk = conn->read_buffered_body(bspan);
         bool done = chunk.last && !chunk.ec;
         if (chunk.ec) {
