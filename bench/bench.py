@@ -493,8 +493,10 @@ def write_report(s, info, vers, status, results, response_info, out_path, elapse
              "just before and just after the wrk run, plus time of reaped children, divided by the "
              f"requests wrk completed. `/proc` counts in ticks of 1/{CLK_TCK} s; the raw table also "
              "shows the same figure from `/proc/PID/task/*/schedstat` (nanoseconds) as a cross-check. "
-             "This is the steadiest figure on a shared machine: it does not depend on how much CPU "
-             "the other processes took.")
+             "It is the steadiest figure on a shared machine, much less sensitive to other load than "
+             "requests/s and latency, but not immune to it: CPU caches and SMT siblings are shared, so "
+             "under other load every process (the upstream included) spends more CPU per request. The "
+             "*upstream CPU µs/req* column, the same work in every run, shows how much.")
     L.append(f"- **Shared cores**: this machine has {info['nproc']} CPUs, and wrk ({s.threads} threads), "
              f"the proxy (2 workers) and the upstream ({s.echo_threads} thread) all share them, unpinned"
              + (" (except the upstream)" if s.echo_cpus else "")
@@ -505,7 +507,7 @@ def write_report(s, info, vers, status, results, response_info, out_path, elapse
     L.append("- **other load**: CPU the rest of the machine used during each measured window (busy time from "
              "`/proc/stat` minus proxy, upstream and wrk), in CPUs. Near 0 means the box was ours; a run "
              "with other load well above 0 had to share the cores with something else (its requests/s and "
-             "latency suffer; its CPU per request much less).")
+             "latency suffer; its CPU per request less so).")
     L.append("")
 
     # Status and response check
@@ -558,6 +560,27 @@ def write_report(s, info, vers, status, results, response_info, out_path, elapse
             cells.append(f"{r:.3f}" if r is not None else "—")
         L.append(f"| {label} | {better} | {cells[0]} | {cells[1]} |")
     L.append("")
+    # Paired: the ratio within each round (runs seconds apart), then the median over rounds.
+    # Slow drift in the machine's load cancels out of each pair.
+    def paired(peer, key):
+        by_round = {}
+        for p in ("turnpike", peer):
+            for r in results.get(p, []):
+                if r.get("ok") and r.get(key) is not None:
+                    by_round.setdefault(r["round"], {})[p] = r[key]
+        vals = [v["turnpike"] / v[peer] for v in by_round.values() if "turnpike" in v and peer in v and v[peer]]
+        return (statistics.median(vals), len(vals)) if vals else (None, 0)
+    if "turnpike" in results and any(results.get(p) for p in ("nginx", "haproxy")):
+        L.append("Paired ratios (Turnpike / peer within each round, then the median over rounds; "
+                 "less sensitive to load that drifts between rounds):\n")
+        L.append("| metric | better when | turnpike / nginx | turnpike / haproxy |\n|---|---|---:|---:|")
+        for label, key, better in rows:
+            cells = []
+            for peer in ("nginx", "haproxy"):
+                v, n = paired(peer, key) if peer in s.proxies else (None, 0)
+                cells.append(f"{v:.3f} ({n} rounds)" if v is not None else "—")
+            L.append(f"| {label} | {better} | {cells[0]} | {cells[1]} |")
+        L.append("")
     # Target check (issue 2): rps >= nginx, CPU/req <= nginx, p99 <= nginx.
     if tp.get("rps") and meds.get("nginx", {}).get("rps"):
         n = meds["nginx"]

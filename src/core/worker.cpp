@@ -35,7 +35,9 @@ struct Worker::Impl {
 
   Impl(unsigned i, SnapshotPtr snap, observability::AccessLogSink* log)
       : index(i),
-        io_owner(std::make_unique<asio::io_context>(1)),
+        // Each worker's I/O objects are touched only by its own thread (the control thread just
+        // posts), so the reactor's per-descriptor locking can go.
+        io_owner(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)),
         io(*io_owner),
         ctx(io.get_executor(), i, log),
         proxy(ctx),

@@ -34,10 +34,9 @@ struct Exchange {
   http::ServerStream& s;
   http::RequestHead& req;
   std::string request_id;
-  std::string original_path;
   std::string_view route;
   std::string_view cluster;
-  std::string upstream;
+  std::string_view upstream;  // the endpoint label, owned by its pool
   int status = 0;
   double upstream_ms = -1;
   Clock::time_point start = Clock::now();
@@ -121,7 +120,6 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
     x.request_id = ctx_.next_request_id();
     req.headers.set("X-Request-Id", x.request_id);
   }
-  x.original_path = req.path;
 
   router::RequestView view{req.method, req.host, req.path, req.query, &req.headers};
   const router::Route* route = snap->routes.match(view);
@@ -310,7 +308,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
   r.request_id = x.request_id;
   r.client = s.connection().client_address;
   r.method = req.method;
-  r.path = x.original_path;
+  r.path = req.path;  // the normalized request path (rewrites produce a separate target)
   r.route = x.route;
   r.cluster = x.cluster;
   r.upstream = x.upstream;

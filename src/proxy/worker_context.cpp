@@ -1,7 +1,6 @@
 #include "proxy/worker_context.h"
 
 #include <algorithm>
-#include <cstdio>
 
 namespace turnpike::proxy {
 
@@ -82,16 +81,23 @@ void WorkerContext::unpinned(WorkerSnapshot* ws) noexcept {
 }
 
 std::string WorkerContext::next_request_id() {
+  // UUID v4 text form, formatted by hand: this runs once per request.
+  static constexpr char kHex[] = "0123456789abcdef";
   std::uint64_t a = rng_();
   std::uint64_t b = rng_();
   a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
   b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
-                static_cast<unsigned>(b >> 48),
-                static_cast<unsigned long long>(b & 0xffffffffffffULL));
-  return std::string(buf, 36);
+  std::string id(36, '-');
+  int pos = 0;
+  auto put = [&](std::uint64_t v, int nibbles) {
+    for (int i = nibbles - 1; i >= 0; --i) {
+      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) ++pos;
+      id[static_cast<std::size_t>(pos++)] = kHex[(v >> (i * 4)) & 0xf];
+    }
+  };
+  put(a, 16);
+  put(b, 16);
+  return id;
 }
 
 void WorkerContext::sweep() {
