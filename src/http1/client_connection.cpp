@@ -199,6 +199,7 @@ asio::awaitable<error_code> ClientConnection::read_response_head(
   head_ = &head;
   for (;;) {  // loops over interim (1xx) responses
     head = http::ResponseHead{};
+    head.headers.reserve(16);
     parser_.emplace(head, kMaxResponseHeaders);
     parser_->eager(false);
     parser_->header_limit(kMaxResponseHeader);

@@ -180,6 +180,7 @@ asio::awaitable<void> ServerConnection::run() {
 asio::awaitable<bool> ServerConnection::read_head() {
   state_ = State::ReadingHead;
   head_ = http::RequestHead{};
+  head_.headers.reserve(16);
   parser_.emplace(head_, limits_.max_headers);
   parser_->eager(false);
   parser_->header_limit(

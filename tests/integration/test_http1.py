@@ -8,6 +8,7 @@ import json
 import os
 import select
 import socket
+import subprocess
 import sys
 import time
 import unittest
@@ -54,6 +55,22 @@ class Http1Test(h.TurnpikeCase):
                 if i % 2500 == 0:
                     self.assertEqual(r.json()["path"], "/ka/%d" % i)
         self.assertEqual(statuses, {200: n})
+
+    def test_beast_client_keepalive_and_pipelined(self):
+        """The same through a real client library (Boost.Beast): 10,000 requests on one
+        keep-alive connection, then 2,000 pipelined 16 at a time."""
+        client = os.environ.get("CLIENT_BIN")
+        if not client:
+            self.skipTest("CLIENT_BIN not set (run through ctest)")
+        port = str(self.tp.ports["public"])
+        for requests, pipeline in ((2000 if h.SANITIZE else 10000, 1), (2000, 16)):
+            out = subprocess.run(
+                [client, "--port", port, "--path", "/beast", "--requests", str(requests),
+                 "--pipeline", str(pipeline)],
+                capture_output=True, text=True, timeout=h.scaled(120))
+            summary = json.loads(out.stdout)
+            self.assertEqual(out.returncode, 0, summary)
+            self.assertEqual(summary["statuses"], {"200": requests}, summary)
 
     def test_pipelined_requests_answered_in_order(self):
         # The first is slow upstream: answering the others first would be out of order.
