@@ -102,7 +102,14 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
     auto snap = hooks.snapshot();
     if (path == "/config") {
       json j = config::to_json(snap->config);
-      return reply(bhttp::status::ok, {{"generation", snap->generation}, {"config", j}});
+      auto loaded =
+          std::chrono::duration_cast<std::chrono::seconds>(snap->loaded_at.time_since_epoch())
+              .count();
+      return reply(bhttp::status::ok, {{"generation", snap->generation},
+                                       {"source_file", snap->config.source_file},
+                                       {"digest", snap->config.digest},
+                                       {"loaded_at_unix", loaded},
+                                       {"config", j}});
     }
     if (path == "/listeners") return reply(bhttp::status::ok, hooks.listeners());
     if (path == "/explain") {

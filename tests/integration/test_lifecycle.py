@@ -348,6 +348,9 @@ class AdminTest(h.TurnpikeCase):
         strings = set(find_strings(cfg))
         for name in ("users-api", "health", "moved", "users", "public", "/v1/users"):
             self.assertIn(name, strings, "GET /config lacks %r" % name)
+        self.assertEqual(cfg["generation"], 1)
+        self.assertRegex(cfg["digest"], r"^[0-9a-f]{64}$")
+        self.assertTrue(cfg["source_file"].endswith(".yaml"), cfg["source_file"])
 
     def assertUsersApiMatch(self, ex):
         m = ex.get("matched")
