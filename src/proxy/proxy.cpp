@@ -1,11 +1,16 @@
 #include "proxy/proxy.h"
 
 #include <chrono>
+#include <optional>
 
 #include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "turnpike/filters/filter.h"
 #include "turnpike/http/date.h"
 
 namespace turnpike::proxy {
@@ -41,6 +46,72 @@ struct Exchange {
   double upstream_ms = -1;
   Clock::time_point start = Clock::now();
 };
+
+// The filter chain's view of the stream. A filter that suspends (Status::Stop) later calls
+// resume() or send_local_reply() on the same worker; wait() parks the request until then.
+class ChainCallbacks final : public filters::StreamCallbacks {
+ public:
+  ChainCallbacks(const asio::any_io_executor& ex, filters::RequestContext& ctx)
+      : event_(ex), ctx_(ctx) {}
+  void resume() override {
+    resumed_ = true;
+    event_.cancel();
+  }
+  void send_local_reply(int status, std::string_view body, std::string_view details) override {
+    reply_status = status;
+    reply_body.assign(body);
+    reply_details.assign(details);
+    event_.cancel();
+  }
+  filters::RequestContext& context() override { return ctx_; }
+
+  /// Parks until resume() or send_local_reply(); false when `timeout` passed first.
+  asio::awaitable<bool> wait(std::chrono::milliseconds timeout) {
+    if (!resumed_ && reply_status == 0) {
+      event_.expires_after(timeout);
+      co_await event_.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    bool woken = resumed_ || reply_status != 0;
+    resumed_ = false;
+    co_return woken;
+  }
+
+  int reply_status = 0;
+  std::string reply_body;
+  std::string reply_details;
+
+ private:
+  asio::steady_timer event_;
+  filters::RequestContext& ctx_;
+  bool resumed_ = false;
+};
+
+// A route's filters for one request: the per-request filter objects and their callbacks.
+struct FilterRun {
+  FilterRun(const filters::FilterChain& cfg, const asio::any_io_executor& ex)
+      : chain(cfg), callbacks(ex, ctx) {}
+  filters::ActiveChain chain;
+  filters::RequestContext ctx;
+  ChainCallbacks callbacks;
+};
+
+std::string json_error(std::string_view error, std::string_view request_id);
+
+// Runs the request phase, parking while a filter is suspended. True when the request was
+// answered locally (the reply is in run.callbacks).
+asio::awaitable<bool> run_request_filters(FilterRun& run, http::RequestHead& req,
+                                          std::chrono::milliseconds timeout,
+                                          std::string_view request_id) {
+  ChainCallbacks& cb = run.callbacks;
+  while (run.chain.run_request(req, cb) == filters::Status::Stop && cb.reply_status == 0) {
+    if (!co_await cb.wait(timeout)) {
+      cb.reply_status = 504;
+      cb.reply_body = json_error("filter timed out", request_id);
+    }
+    if (cb.reply_status) break;
+  }
+  co_return cb.reply_status != 0;
+}
 
 std::string json_error(std::string_view error, std::string_view request_id) {
   std::string body = R"({"error":")";
@@ -125,181 +196,204 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
   const router::Route* route = snap->routes.match(view);
   BufferPool& buffers = ctx_.buffers();
   std::unique_ptr<char[]> buf;
+  std::unique_ptr<FilterRun> filter_run;  // only when the route has filters
 
   if (!route) {
     co_await error_reply(x, 404, "no route");
   } else {
     x.route = route->name();
     const config::Route& rc = *route->config;
-    switch (route->action) {
-      case router::ActionKind::Respond: {
-        const auto& r = *rc.respond;
-        co_await local_reply(x, r.status, r.body.empty() ? std::string_view{} : r.content_type,
-                             r.body, r.headers);
-        break;
-      }
-      case router::ActionKind::Redirect: {
-        const auto& r = *rc.redirect;
-        std::vector<std::pair<std::string, std::string>>
-            location;  // GCC 12: no init-list in co_await
-        location.emplace_back("Location", r.location);
-        co_await local_reply(x, r.status, {}, {}, location);
-        break;
-      }
-      case router::ActionKind::Proxy: {
-        std::uint32_t ci = route->backends.size() == 1
-                               ? route->backends.front().cluster_index
-                               : route->pick_cluster(ctx_.random() % route->total_weight);
-        upstream::ClusterPool& pool = snap.pool(ci);
-        x.cluster = pool.config().name;
-        const auto timeout = rc.timeout;
+    // Route filters, request phase. The chain is empty until filter types exist (issue 5);
+    // an empty chain costs nothing here.
+    const filters::FilterChain& chain_cfg = snap->route_filters[route->index];
+    bool answered = false;
+    if (!chain_cfg.empty()) {
+      filter_run = std::make_unique<FilterRun>(chain_cfg, ctx_.executor());
+      filter_run->ctx.client_address = s.connection().client_address;
+      filter_run->ctx.request_id = x.request_id;
+      filter_run->ctx.route = x.route;
+      answered = co_await run_request_filters(*filter_run, req, rc.timeout, x.request_id);
+      if (answered)
+        co_await local_reply(x, filter_run->callbacks.reply_status, "application/json",
+                             filter_run->callbacks.reply_body);
+    }
+    if (!answered) {
+      switch (route->action) {
+        case router::ActionKind::Respond: {
+          const auto& r = *rc.respond;
+          co_await local_reply(x, r.status, r.body.empty() ? std::string_view{} : r.content_type,
+                               r.body, r.headers);
+          break;
+        }
+        case router::ActionKind::Redirect: {
+          const auto& r = *rc.redirect;
+          std::vector<std::pair<std::string, std::string>>
+              location;  // GCC 12: no init-list in co_await
+          location.emplace_back("Location", r.location);
+          co_await local_reply(x, r.status, {}, {}, location);
+          break;
+        }
+        case router::ActionKind::Proxy: {
+          std::uint32_t ci = route->backends.size() == 1
+                                 ? route->backends.front().cluster_index
+                                 : route->pick_cluster(ctx_.random() % route->total_weight);
+          upstream::ClusterPool& pool = snap.pool(ci);
+          x.cluster = pool.config().name;
+          const auto timeout = rc.timeout;
 
-        // Forwarding headers. X-Forwarded-For appends the peer to what earlier proxies said.
-        const std::string& client = s.connection().client_address;
-        if (req.headers.has("x-forwarded-for")) {
-          std::string chain;
-          for (const auto& h : req.headers) {
-            if (!http::iequals(h.name, "x-forwarded-for")) continue;
-            chain += h.value;
-            chain += ", ";
+          // Forwarding headers. X-Forwarded-For appends the peer to what earlier proxies said.
+          const std::string& client = s.connection().client_address;
+          if (req.headers.has("x-forwarded-for")) {
+            std::string forwarded;
+            for (const auto& h : req.headers) {
+              if (!http::iequals(h.name, "x-forwarded-for")) continue;
+              forwarded += h.value;
+              forwarded += ", ";
+            }
+            forwarded += client;
+            req.headers.set("X-Forwarded-For", forwarded);
+          } else {
+            req.headers.add("X-Forwarded-For", client);
           }
-          chain += client;
-          req.headers.set("X-Forwarded-For", chain);
-        } else {
-          req.headers.add("X-Forwarded-For", client);
-        }
-        req.headers.set("X-Forwarded-Proto", s.connection().tls ? "https" : "http");
-        if (!req.authority.empty()) req.headers.set("X-Forwarded-Host", req.authority);
-        req.headers.remove("expect");
-        if (rc.rewrite.host) req.headers.set("Host", *rc.rewrite.host);
-        std::string target = route->rewritten_path(req.path);
-        if (!req.query.empty()) {
-          target += '?';
-          target += req.query;
-        }
+          req.headers.set("X-Forwarded-Proto", s.connection().tls ? "https" : "http");
+          if (!req.authority.empty()) req.headers.set("X-Forwarded-Host", req.authority);
+          req.headers.remove("expect");
+          if (rc.rewrite.host) req.headers.set("Host", *rc.rewrite.host);
+          std::string target = route->rewritten_path(req.path);
+          if (!req.query.empty()) {
+            target += '?';
+            target += req.query;
+          }
 
-        buf = buffers.get();
-        std::span<char> bspan(buf.get(), BufferPool::kSize);
+          buf = buffers.get();
+          std::span<char> bspan(buf.get(), BufferPool::kSize);
 
-        // First body bytes before taking an upstream connection (this also answers
-        // Expect: 100-continue).
-        http::BodyRead first;
-        first.last = true;
-        if (req.has_body) {
-          first = co_await s.read_body(bspan);
-          if (first.ec) {
-            int st = downstream_body_status(first.ec);
-            if (st)
-              co_await error_reply(x, st,
-                                   st == 413 ? "request body too large" : "bad request body");
+          // First body bytes before taking an upstream connection (this also answers
+          // Expect: 100-continue).
+          http::BodyRead first;
+          first.last = true;
+          if (req.has_body) {
+            first = co_await s.read_body(bspan);
+            if (first.ec) {
+              int st = downstream_body_status(first.ec);
+              if (st)
+                co_await error_reply(x, st,
+                                     st == 413 ? "request body too large" : "bad request body");
+              else
+                x.status = 499, s.reset();
+              break;
+            }
+          }
+          bool body_streamed = false;
+          upstream::EndpointState* ep = nullptr;
+          std::shared_ptr<http1::ClientConnection> conn;
+          http::ResponseHead resp;
+          const bool head_req = req.method == "HEAD";
+          Clock::time_point up_start = Clock::now();
+          error_code ec;
+          int downstream_failed = -1;  // >=0: status to answer for a downstream body failure
+
+          for (int attempt = 0; attempt < 2; ++attempt) {
+            ep = &pool.pick();
+            x.upstream = ep->label;
+            up_start = Clock::now();
+            auto lease = co_await pool.acquire(*ep, attempt == 0);
+            if (lease.ec) {
+              ec = lease.ec;
+              break;
+            }
+            conn = std::move(lease.conn);
+            ec = co_await conn->send_request(req, target, {bspan.data(), first.bytes}, first.last,
+                                             timeout);
+            if (!ec && !first.last) {
+              body_streamed = true;
+              for (;;) {
+                http::BodyRead r = co_await s.read_body(bspan);
+                if (r.ec) {
+                  downstream_failed = downstream_body_status(r.ec);
+                  break;
+                }
+                ec = co_await conn->send_body({bspan.data(), r.bytes}, r.last, timeout);
+                if (ec || r.last) break;
+              }
+              if (downstream_failed >= 0) break;
+            }
+            if (!ec) ec = co_await conn->read_response_head(resp, head_req, timeout);
+            // A pooled connection the upstream closed while idle fails before any response
+            // byte: try once more on a fresh connection, if the request can be sent again.
+            if (ec && lease.reused && conn->response_bytes() == 0 && !body_streamed &&
+                ec != asio::error::timed_out) {
+              conn->close();
+              conn.reset();
+              continue;
+            }
+            break;
+          }
+
+          if (downstream_failed >= 0) {
+            if (conn) conn->close();
+            if (downstream_failed > 0)
+              co_await error_reply(x, downstream_failed, "bad request body");
             else
               x.status = 499, s.reset();
             break;
           }
-        }
-        bool body_streamed = false;
-        upstream::EndpointState* ep = nullptr;
-        std::shared_ptr<http1::ClientConnection> conn;
-        http::ResponseHead resp;
-        const bool head_req = req.method == "HEAD";
-        Clock::time_point up_start = Clock::now();
-        error_code ec;
-        int downstream_failed = -1;  // >=0: status to answer for a downstream body failure
-
-        for (int attempt = 0; attempt < 2; ++attempt) {
-          ep = &pool.pick();
-          x.upstream = ep->label;
-          up_start = Clock::now();
-          auto lease = co_await pool.acquire(*ep, attempt == 0);
-          if (lease.ec) {
-            ec = lease.ec;
+          if (ec) {
+            if (conn) conn->close();
+            x.upstream_ms = ms_since(up_start);
+            if (ec == asio::error::timed_out)
+              co_await error_reply(x, 504, "upstream timed out");
+            else
+              co_await error_reply(x, 502,
+                                   conn ? "upstream connection failed" : "upstream connect failed");
             break;
           }
-          conn = std::move(lease.conn);
-          ec = co_await conn->send_request(req, target, {bspan.data(), first.bytes}, first.last,
-                                           timeout);
-          if (!ec && !first.last) {
-            body_streamed = true;
-            for (;;) {
-              http::BodyRead r = co_await s.read_body(bspan);
-              if (r.ec) {
-                downstream_failed = downstream_body_status(r.ec);
-                break;
-              }
-              ec = co_await conn->send_body({bspan.data(), r.bytes}, r.last, timeout);
-              if (ec || r.last) break;
+
+          // Response: head plus whatever body is already buffered in one write.
+          x.status = resp.status;
+          if (filter_run) filter_run->chain.run_response(resp, filter_run->callbacks);
+          resp.headers.set("X-Request-Id", x.request_id);
+          if (!resp.headers.has("date")) resp.headers.add("Date", http::http_date_now());
+          http::BodyRead chunk = conn->read_buffered_body(bspan);
+          bool done = chunk.last && !chunk.ec;
+          if (chunk.ec) {
+            conn->close();
+            co_await error_reply(x, 502, "invalid upstream response");
+            break;
+          }
+          if (co_await s.send_response(resp, {bspan.data(), chunk.bytes}, done)) {
+            conn->close();
+            break;
+          }
+          while (!done) {
+            http::BodyRead r = co_await conn->read_body(bspan, timeout);
+            if (r.ec) {
+              // Too late for an error status: abort the downstream side so the client sees an
+              // incomplete response rather than a truncated one that looks whole.
+              conn->close();
+              s.reset();
+              break;
             }
-            if (downstream_failed >= 0) break;
+            done = r.last;
+            if (co_await s.send_body({bspan.data(), r.bytes}, done)) {
+              conn->close();
+              done = false;
+              break;
+            }
           }
-          if (!ec) ec = co_await conn->read_response_head(resp, head_req, timeout);
-          // A pooled connection the upstream closed while idle fails before any response
-          // byte: try once more on a fresh connection, if the request can be sent again.
-          if (ec && lease.reused && conn->response_bytes() == 0 && !body_streamed &&
-              ec != asio::error::timed_out) {
-            conn->close();
-            conn.reset();
-            continue;
-          }
-          break;
-        }
-
-        if (downstream_failed >= 0) {
-          if (conn) conn->close();
-          if (downstream_failed > 0)
-            co_await error_reply(x, downstream_failed, "bad request body");
-          else
-            x.status = 499, s.reset();
-          break;
-        }
-        if (ec) {
-          if (conn) conn->close();
           x.upstream_ms = ms_since(up_start);
-          if (ec == asio::error::timed_out)
-            co_await error_reply(x, 504, "upstream timed out");
-          else
-            co_await error_reply(x, 502,
-                                 conn ? "upstream connection failed" : "upstream connect failed");
-          break;
-        }
-
-        // Response: head plus whatever body is already buffered in one write.
-        x.status = resp.status;
-        resp.headers.set("X-Request-Id", x.request_id);
-        if (!resp.headers.has("date")) resp.headers.add("Date", http::http_date_now());
-        http::BodyRead chunk = conn->read_buffered_body(bspan);
-        bool done = chunk.last && !chunk.ec;
-        if (chunk.ec) {
-          conn->close();
-          co_await error_reply(x, 502, "invalid upstream response");
-          break;
-        }
-        if (co_await s.send_response(resp, {bspan.data(), chunk.bytes}, done)) {
-          conn->close();
-          break;
-        }
-        while (!done) {
-          http::BodyRead r = co_await conn->read_body(bspan, timeout);
-          if (r.ec) {
-            // Too late for an error status: abort the downstream side so the client sees an
-            // incomplete response rather than a truncated one that looks whole.
+          if (done)
+            pool.release(*ep, std::move(conn));
+          else if (conn)
             conn->close();
-            s.reset();
-            break;
-          }
-          done = r.last;
-          if (co_await s.send_body({bspan.data(), r.bytes}, done)) {
-            conn->close();
-            done = false;
-            break;
-          }
+          break;
         }
-        x.upstream_ms = ms_since(up_start);
-        if (done)
-          pool.release(*ep, std::move(conn));
-        else if (conn)
-          conn->close();
-        break;
       }
+    }
+    if (filter_run) {  // logging phase, exactly once
+      http::ResponseHead done;
+      done.status = x.status;
+      filter_run->chain.complete(done);
     }
   }
   if (buf) buffers.put(std::move(buf));

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "turnpike/config/config.h"
+#include "turnpike/filters/filter.h"
 #include "turnpike/router/route_table.h"
 
 namespace turnpike::core {
@@ -16,6 +17,7 @@ struct Snapshot {
   explicit Snapshot(config::Config&& cfg, std::uint64_t gen)
       : config(std::move(cfg)),
         routes(config),
+        route_filters(config.routes.size()),
         generation(gen),
         loaded_at(std::chrono::system_clock::now()) {}
   Snapshot(const Snapshot&) = delete;
@@ -23,6 +25,8 @@ struct Snapshot {
 
   const config::Config config;
   const router::RouteTable routes;  // points into `config`
+  /// The filter chain each route runs, indexed like routes (empty until filter types exist).
+  const std::vector<filters::FilterChain> route_filters;
   const std::uint64_t generation;
   const std::chrono::system_clock::time_point loaded_at;
 };
