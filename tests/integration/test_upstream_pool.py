@@ -61,6 +61,28 @@ class UpstreamPoolTest(h.TurnpikeCase):
         h.wait_for(lambda: established_to(echo.port, tp.pid) == 0, h.scaled(5),
                    what="idle upstream connections closed")
 
+    def test_max_idle_per_endpoint_bounds_the_pool(self):
+        echo = self.stack.echo("bounded", threads=2)
+        cfg = h.config(h.free_port(), [h.listener("public", h.free_port())],
+                       [h.cluster("bounded", echo, max_idle_per_endpoint=1, idle_timeout="30s")],
+                       [{"name": "all", "match": {"path_prefix": "/"}, "backend": "bounded"}],
+                       workers=1)
+        tp = self.stack.turnpike(cfg)
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(tp.get("/delay/1000").status))
+                   for _ in range(5)]
+        for t in threads:
+            t.start()
+        # Five concurrent requests need five upstream connections...
+        h.wait_for(lambda: established_to(echo.port, tp.pid) == 5, h.scaled(3),
+                   what="5 upstream connections in use")
+        for t in threads:
+            t.join(h.scaled(10))
+        self.assertEqual(results, [200] * 5)
+        # ...but only max_idle_per_endpoint of them stay pooled afterwards.
+        h.wait_for(lambda: established_to(echo.port, tp.pid) == 1, h.scaled(3),
+                   what="pool trimmed to max_idle_per_endpoint")
+
     def test_connect_timeout_is_504(self):
         # A listener whose accept queue is full: the kernel drops further SYNs, so a connect
         # hangs until the gateway's connect_timeout.
