@@ -10,6 +10,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "http1/framing.h"
+
 namespace turnpike::http1 {
 
 namespace asio = boost::asio;
@@ -23,13 +25,6 @@ constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kMaxResponseHeader = 64 * 1024;
 constexpr std::uint32_t kMaxResponseHeaders = 200;
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
-
-void append_number(std::string& s, std::uint64_t v, int base = 10) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, base);
-  (void)ec;
-  s.append(buf, end);
-}
 
 }  // namespace
 
@@ -134,7 +129,7 @@ asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHe
     if (*head.content_length > 0 || head.method == "POST" || head.method == "PUT" ||
         head.method == "PATCH") {
       out_ += "Content-Length: ";
-      append_number(out_, *head.content_length);
+      append_decimal(out_, *head.content_length);
       out_ += "\r\n";
     }
   } else if (head.has_body) {
@@ -143,24 +138,8 @@ asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHe
   }
   out_ += "\r\n";
 
-  static constexpr std::string_view kCrlf = "\r\n";
-  static constexpr std::string_view kCrlfLast = "\r\n0\r\n\r\n";
-  static constexpr std::string_view kLast = "0\r\n\r\n";
-  std::array<asio::const_buffer, 3> bufs;
-  std::size_t nbufs = 0;
-  if (request_chunked_ && !body.empty()) {
-    append_number(out_, body.size(), 16);
-    out_ += "\r\n";
-  }
-  bufs[nbufs++] = asio::buffer(out_);
-  if (!body.empty()) bufs[nbufs++] = asio::buffer(body.data(), body.size());
-  if (request_chunked_) {
-    if (!body.empty())
-      bufs[nbufs++] = end_stream ? asio::buffer(kCrlfLast.data(), kCrlfLast.size())
-                                 : asio::buffer(kCrlf.data(), kCrlf.size());
-    else if (end_stream)
-      bufs[nbufs++] = asio::buffer(kLast.data(), kLast.size());
-  }
+  FrameBuffers bufs;
+  std::size_t nbufs = frame_body(out_, body, request_chunked_, end_stream, bufs);
   error_code ec = co_await write({bufs.data(), nbufs}, timeout);
   if (!ec && end_stream) request_done_ = true;
   co_return ec;
@@ -168,26 +147,9 @@ asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHe
 
 asio::awaitable<error_code> ClientConnection::send_body(std::span<const char> body, bool end_stream,
                                                         std::chrono::milliseconds timeout) {
-  static constexpr std::string_view kCrlf = "\r\n";
-  static constexpr std::string_view kCrlfLast = "\r\n0\r\n\r\n";
-  static constexpr std::string_view kLast = "0\r\n\r\n";
-  std::array<asio::const_buffer, 3> bufs;
-  std::size_t nbufs = 0;
-  if (request_chunked_) {
-    if (!body.empty()) {
-      out_.clear();
-      append_number(out_, body.size(), 16);
-      out_ += "\r\n";
-      bufs[nbufs++] = asio::buffer(out_);
-      bufs[nbufs++] = asio::buffer(body.data(), body.size());
-      bufs[nbufs++] = end_stream ? asio::buffer(kCrlfLast.data(), kCrlfLast.size())
-                                 : asio::buffer(kCrlf.data(), kCrlf.size());
-    } else if (end_stream) {
-      bufs[nbufs++] = asio::buffer(kLast.data(), kLast.size());
-    }
-  } else if (!body.empty()) {
-    bufs[nbufs++] = asio::buffer(body.data(), body.size());
-  }
+  out_.clear();
+  FrameBuffers bufs;
+  std::size_t nbufs = frame_body(out_, body, request_chunked_, end_stream, bufs);
   error_code ec;
   if (nbufs > 0) ec = co_await write({bufs.data(), nbufs}, timeout);
   if (!ec && end_stream) request_done_ = true;

@@ -11,6 +11,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "http1/framing.h"
 #include "turnpike/http/date.h"
 #include "turnpike/http/path.h"
 
@@ -25,20 +26,6 @@ namespace {
 
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
-
-void append_number(std::string& s, std::uint64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  (void)ec;
-  s.append(buf, end);
-}
-
-void append_hex(std::string& s, std::uint64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, 16);
-  (void)ec;
-  s.append(buf, end);
-}
 
 bool body_forbidden(int status) {
   return (status >= 100 && status < 200) || status == 204 || status == 304;
@@ -275,13 +262,13 @@ asio::awaitable<void> ServerConnection::reply_error(int status, std::string_view
   if (state_ == State::Closed) co_return;
   out_.clear();
   out_ += "HTTP/1.1 ";
-  append_number(out_, static_cast<std::uint64_t>(status));
+  append_decimal(out_, static_cast<std::uint64_t>(status));
   out_ += ' ';
   out_ += http::reason_phrase(status);
   out_ += "\r\nDate: ";
   out_ += http::http_date_now();
   out_ += "\r\nContent-Type: application/json\r\nContent-Length: ";
-  append_number(out_, body.size());
+  append_decimal(out_, body.size());
   out_ += "\r\nConnection: close\r\n\r\n";
   std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(body)};
   co_await write(bufs);
@@ -347,7 +334,7 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
 
   out_.clear();
   out_ += http10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  append_number(out_, static_cast<std::uint64_t>(head.status));
+  append_decimal(out_, static_cast<std::uint64_t>(head.status));
   out_ += ' ';
   if (head.reason.empty())
     out_ += http::reason_phrase(head.status);
@@ -365,13 +352,13 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
     // no framing headers
   } else if (head.content_length) {
     out_ += "Content-Length: ";
-    append_number(out_, *head.content_length);
+    append_decimal(out_, *head.content_length);
     out_ += "\r\n";
   } else if (no_body) {
     if (!head_request_) out_ += "Content-Length: 0\r\n";
   } else if (end_stream) {
     out_ += "Content-Length: ";
-    append_number(out_, body.size());
+    append_decimal(out_, body.size());
     out_ += "\r\n";
   } else if (!http10) {
     out_ += "Transfer-Encoding: chunked\r\n";
@@ -386,26 +373,8 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
   out_ += "\r\n";
 
   std::span<const char> payload = no_body ? std::span<const char>{} : body;
-  std::array<asio::const_buffer, 3> bufs;
-  std::size_t nbufs = 0;
-  std::size_t head_len = out_.size();
-  if (response_chunked_ && !payload.empty()) {
-    append_hex(out_, payload.size());
-    out_ += "\r\n";
-  }
-  bufs[nbufs++] = asio::buffer(out_);
-  if (!payload.empty()) bufs[nbufs++] = asio::buffer(payload.data(), payload.size());
-  static constexpr std::string_view kCrlf = "\r\n";
-  static constexpr std::string_view kCrlfLast = "\r\n0\r\n\r\n";
-  static constexpr std::string_view kLast = "0\r\n\r\n";
-  if (response_chunked_) {
-    if (!payload.empty())
-      bufs[nbufs++] = end_stream ? asio::buffer(kCrlfLast.data(), kCrlfLast.size())
-                                 : asio::buffer(kCrlf.data(), kCrlf.size());
-    else if (end_stream)
-      bufs[nbufs++] = asio::buffer(kLast.data(), kLast.size());
-  }
-  (void)head_len;
+  FrameBuffers bufs;
+  std::size_t nbufs = frame_body(out_, payload, response_chunked_, end_stream, bufs);
   error_code ec = co_await write({bufs.data(), nbufs});
   if (ec) {
     close();
@@ -422,26 +391,9 @@ asio::awaitable<error_code> ServerConnection::send_body(std::span<const char> bo
     if (end_stream) response_done_ = true;
     co_return error_code{};
   }
-  std::array<asio::const_buffer, 3> bufs;
-  std::size_t nbufs = 0;
-  static constexpr std::string_view kCrlf = "\r\n";
-  static constexpr std::string_view kCrlfLast = "\r\n0\r\n\r\n";
-  static constexpr std::string_view kLast = "0\r\n\r\n";
-  if (response_chunked_) {
-    if (!body.empty()) {
-      out_.clear();
-      append_hex(out_, body.size());
-      out_ += "\r\n";
-      bufs[nbufs++] = asio::buffer(out_);
-      bufs[nbufs++] = asio::buffer(body.data(), body.size());
-      bufs[nbufs++] = end_stream ? asio::buffer(kCrlfLast.data(), kCrlfLast.size())
-                                 : asio::buffer(kCrlf.data(), kCrlf.size());
-    } else if (end_stream) {
-      bufs[nbufs++] = asio::buffer(kLast.data(), kLast.size());
-    }
-  } else if (!body.empty()) {
-    bufs[nbufs++] = asio::buffer(body.data(), body.size());
-  }
+  out_.clear();
+  FrameBuffers bufs;
+  std::size_t nbufs = frame_body(out_, body, response_chunked_, end_stream, bufs);
   if (nbufs > 0) {
     error_code ec = co_await write({bufs.data(), nbufs});
     if (ec) {
