@@ -97,6 +97,13 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
       bool ok = hooks.ready();
       return reply(ok ? bhttp::status::ok : bhttp::status::service_unavailable, {{"ready", ok}});
     }
+    if (path == "/reload") {
+      if (req.method() != bhttp::verb::post)
+        return reply(bhttp::status::method_not_allowed, {{"error", "use POST /reload"}});
+      json st = hooks.reload("admin");
+      bool rejected = st["last_reload"]["result"] == "rejected";
+      return reply(rejected ? bhttp::status::unprocessable_entity : bhttp::status::ok, st);
+    }
     if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head)
       return reply(bhttp::status::method_not_allowed, {{"error", "method not allowed"}});
     auto snap = hooks.snapshot();
@@ -112,6 +119,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
                                        {"config", j}});
     }
     if (path == "/listeners") return reply(bhttp::status::ok, hooks.listeners());
+    if (path == "/config/status") return reply(bhttp::status::ok, hooks.status());
     if (path == "/explain") {
       std::string method = param("method");
       if (method.empty()) method = "GET";
@@ -135,9 +143,10 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
       if (!error.empty()) return reply(bhttp::status::bad_request, {{"error", error}});
       return reply(bhttp::status::ok, j);
     }
-    return reply(
-        bhttp::status::not_found,
-        {{"error", "not found"}, {"endpoints", {"/ready", "/config", "/explain", "/listeners"}}});
+    return reply(bhttp::status::not_found,
+                 {{"error", "not found"},
+                  {"endpoints",
+                   {"/ready", "/config", "/explain", "/listeners", "/config/status", "/reload"}}});
   }
 
   asio::io_context& io;

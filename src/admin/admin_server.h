@@ -18,6 +18,9 @@ struct AdminHooks {
   std::function<bool()> ready;
   std::function<core::SnapshotPtr()> snapshot;
   std::function<nlohmann::json()> listeners;
+  /// Reloads the config file now; returns the reload status (GET /config/status's answer).
+  std::function<nlohmann::json(const std::string& trigger)> reload;
+  std::function<nlohmann::json()> status;
 };
 
 class AdminServer {

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "admin/admin_server.h"
+#include "core/reload.h"
 #include "core/worker.h"
 #include "observability/access_log.h"
 
@@ -83,8 +84,13 @@ bool bind_listener(const config::Listener& l, unsigned workers, BoundListener& o
 int run_server(config::Config cfg) {
   unsigned nworkers = cfg.workers ? cfg.workers : std::max(1u, std::thread::hardware_concurrency());
   const std::string log_path = cfg.access_log.path;
-  auto snapshot = std::make_shared<const Snapshot>(std::move(cfg), 1);
-  const config::Config& c = snapshot->config;
+  const std::string config_path = cfg.source_file;
+  // `initial` stays alive for the whole run: listeners, admin and drain settings come from it
+  // (a reload that would change them is refused). `snapshot` is the one in force.
+  const SnapshotPtr initial = std::make_shared<const Snapshot>(std::move(cfg), 1);
+  SnapshotPtr snapshot = initial;
+  const config::Config& c = initial->config;
+  ReloadStatus reload_status(*initial);
 
   std::unique_ptr<observability::AccessLogSink> log_sink;
   if (log_path != "off") {
@@ -110,6 +116,26 @@ int run_server(config::Config cfg) {
 
   asio::io_context control(1);
   std::atomic<bool> ready{false};
+  std::vector<std::unique_ptr<Worker>> workers;
+  // Reload, on the control thread: validate completely, then publish to every worker. An
+  // invalid config changes nothing.
+  auto reload = [&](const std::string& trigger) {
+    ReloadOutcome outcome = prepare_reload(config_path, *snapshot);
+    if (outcome.snapshot) {
+      snapshot = outcome.snapshot;
+      for (auto& w : workers)
+        w->set_snapshot(snapshot);
+      spdlog::info("reload ({}): applied generation {}", trigger, snapshot->generation);
+    } else if (outcome.result == "unchanged") {
+      spdlog::info("reload ({}): configuration unchanged", trigger);
+    } else {
+      spdlog::error("reload ({}): rejected, keeping generation {}", trigger, snapshot->generation);
+      for (const auto& e : outcome.errors)
+        spdlog::error("{}", e);
+    }
+    reload_status.record(outcome, trigger, *snapshot);
+    return reload_status.to_json();
+  };
   admin::AdminServer admin(
       control, admin::AdminHooks{
                    [&] { return ready.load(); },
@@ -120,6 +146,8 @@ int run_server(config::Config cfg) {
                        j.push_back({{"name", b.name}, {"address", b.address}, {"port", b.port}});
                      return nlohmann::json{{"listeners", j}};
                    },
+                   reload,
+                   [&] { return reload_status.to_json(); },
                });
   if (std::string err = admin.start(c.admin.address, c.admin.port); !err.empty()) {
     spdlog::error("{}", err);
@@ -129,7 +157,6 @@ int run_server(config::Config cfg) {
     return 1;
   }
 
-  std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned w = 0; w < nworkers; ++w) {
     auto worker = std::make_unique<Worker>(w, snapshot, log_sink.get());
     for (std::size_t i = 0; i < c.listeners.size(); ++i) {
@@ -170,9 +197,7 @@ int run_server(config::Config cfg) {
       [&](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         if (sig == SIGHUP) {
-          spdlog::warn(
-              "SIGHUP: configuration reload is not implemented yet; keeping the "
-              "running configuration");
+          if (!draining) reload("SIGHUP");
           signals.async_wait(on_signal);
           return;
         }

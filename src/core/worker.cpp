@@ -83,7 +83,12 @@ struct Worker::Impl {
       info.client_address = remote.address().to_string();
       info.client_port = remote.port();
       info.listener = l.cfg->name;
-      auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), l.cfg->limits,
+      // Limits come from the current snapshot, so a reload that changes them applies to new
+      // connections (the listener itself, name and address, is the same in every snapshot).
+      const config::Limits* limits = &l.cfg->limits;
+      for (const auto& lc : ctx.current().config.listeners)
+        if (lc.name == l.cfg->name) limits = &lc.limits;
+      auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), *limits,
                                                             std::move(info), proxy, ctx.registry());
       conn->start();
     }
@@ -143,6 +148,13 @@ void Worker::start() {
       std::abort();
     }
     impl->ctx.access_log().flush();
+  });
+}
+
+void Worker::set_snapshot(SnapshotPtr snapshot) {
+  Impl* impl = impl_.get();
+  asio::post(impl->io, [impl, snap = std::move(snapshot)]() mutable {
+    impl->ctx.set_snapshot(std::move(snap));
   });
 }
 

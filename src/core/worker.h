@@ -30,6 +30,9 @@ class Worker {
   /// Before start(): a bound, listening socket (ownership passes to the worker) for `listener`.
   void add_listener(const config::Listener& listener, int fd, std::uint32_t max_connections);
   void start();
+  /// Installs a new snapshot: the worker's next requests use it; requests in flight finish on
+  /// the one they pinned.
+  void set_snapshot(SnapshotPtr snapshot);
   /// Stop accepting; close idle connections now and busy ones after their current response.
   void begin_drain();
   /// Close everything and stop the loop.

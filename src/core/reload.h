@@ -1,0 +1,53 @@
+// Configuration reload, decided on the control thread: load and validate the file completely,
+// compare it with the running snapshot, and either build the next snapshot or explain why
+// nothing changes. Workers are not touched here; the caller publishes the result.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "turnpike/core/snapshot.h"
+
+namespace turnpike::core {
+
+struct ReloadOutcome {
+  SnapshotPtr snapshot;             // set when result == "applied"
+  std::string result;               // "applied" | "unchanged" | "rejected"
+  std::vector<std::string> errors;  // "file:line:col: key: message" lines when rejected
+};
+
+/// Loads `path` and compares it with `current`. Control thread only (blocking file I/O and
+/// name resolution).
+ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current);
+
+/// What GET /config/status reports.
+class ReloadStatus {
+ public:
+  explicit ReloadStatus(const Snapshot& initial);
+  void record(const ReloadOutcome& outcome, const std::string& trigger, const Snapshot& current);
+  nlohmann::json to_json() const;
+
+ private:
+  struct Last {
+    std::chrono::system_clock::time_point time;
+    std::string trigger;
+    std::string result;
+    std::vector<std::string> errors;
+  };
+  std::uint64_t generation_;
+  std::chrono::system_clock::time_point loaded_time_;
+  std::string digest_;
+  std::uint64_t applied_ = 0;
+  std::uint64_t rejected_ = 0;
+  std::uint64_t unchanged_ = 0;
+  std::optional<Last> last_;
+};
+
+/// RFC 3339 UTC with milliseconds.
+std::string rfc3339(std::chrono::system_clock::time_point t);
+
+}  // namespace turnpike::core
