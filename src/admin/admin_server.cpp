@@ -100,6 +100,11 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
     if (path == "/reload") {
       if (req.method() != bhttp::verb::post)
         return reply(bhttp::status::method_not_allowed, {{"error", "use POST /reload"}});
+      std::string dry = param("dry_run");
+      if (dry == "1" || dry == "true") {
+        json d = hooks.dry_run(req.body());
+        return reply(d["valid"] ? bhttp::status::ok : bhttp::status::unprocessable_entity, d);
+      }
       json st = hooks.reload("admin");
       bool rejected = st["last_reload"]["result"] == "rejected";
       return reply(rejected ? bhttp::status::unprocessable_entity : bhttp::status::ok, st);

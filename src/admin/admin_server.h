@@ -21,6 +21,8 @@ struct AdminHooks {
   /// Reloads the config file now; returns the reload status (GET /config/status's answer).
   std::function<nlohmann::json(const std::string& trigger)> reload;
   std::function<nlohmann::json()> status;
+  /// Validates a candidate (YAML text, or the config file when empty) and describes the changes.
+  std::function<nlohmann::json(const std::string& yaml)> dry_run;
 };
 
 class AdminServer {

@@ -1,5 +1,7 @@
 #include "core/reload.h"
 
+#include "turnpike/config/to_json.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
@@ -20,7 +22,63 @@ std::vector<std::string> listener_keys(const config::Config& c) {
   return keys;
 }
 
+// Settings a reload cannot apply yet (issue 3 adds listener reconciliation): one message each.
+std::vector<std::string> restart_required(const std::string& path, const config::Config& next,
+                                          const config::Config& cur) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& key, const std::string& what) {
+    out.push_back(path + ": " + key + ": " + what +
+                  " cannot change on reload yet; restart Turnpike to apply it");
+  };
+  if (next.workers != cur.workers) add("workers", "the number of workers");
+  if (next.admin.listen != cur.admin.listen) add("admin.listen", "the admin listener");
+  if (next.access_log.path != cur.access_log.path)
+    add("access_log.path", "the access log destination");
+  if (listener_keys(next) != listener_keys(cur))
+    add("listeners", "adding, removing, renaming or moving a listener");
+  return out;
+}
+
+// Added, removed and changed entries of one named list (listeners, clusters, routes).
+nlohmann::json diff_section(const nlohmann::json& before, const nlohmann::json& after) {
+  nlohmann::json added = nlohmann::json::array(), removed = nlohmann::json::array(),
+                 changed = nlohmann::json::array();
+  auto find = [](const nlohmann::json& list, const nlohmann::json& name) -> const nlohmann::json* {
+    for (const auto& e : list)
+      if (e.contains("name") && e["name"] == name) return &e;
+    return nullptr;
+  };
+  for (const auto& e : after) {
+    const nlohmann::json* old = find(before, e["name"]);
+    if (!old)
+      added.push_back(e["name"]);
+    else if (*old != e)
+      changed.push_back(e["name"]);
+  }
+  for (const auto& e : before)
+    if (!find(after, e["name"])) removed.push_back(e["name"]);
+  return {{"added", added}, {"removed", removed}, {"changed", changed}};
+}
+
 }  // namespace
+
+nlohmann::json dry_run(const std::string& path, const std::string& yaml, const Snapshot& current) {
+  auto loaded = yaml.empty() ? config::load_file(path) : config::load_string(yaml, path);
+  nlohmann::json errors = nlohmann::json::array();
+  for (const auto& e : loaded.errors)
+    errors.push_back(e.to_string());
+  nlohmann::json out = {{"valid", loaded.errors.empty()}, {"errors", errors}};
+  if (!loaded.config) return out;
+  nlohmann::json before = config::to_json(current.config);
+  nlohmann::json after = config::to_json(*loaded.config);
+  nlohmann::json changes;
+  for (const char* section : {"listeners", "clusters", "routes"})
+    changes[section] = diff_section(before[section], after[section]);
+  out["changes"] = changes;
+  out["unchanged"] = loaded.config->digest == current.config.digest;
+  out["restart_required"] = restart_required(path, *loaded.config, current.config);
+  return out;
+}
 
 std::string rfc3339(std::chrono::system_clock::time_point t) {
   auto secs = std::chrono::system_clock::to_time_t(t);
@@ -49,17 +107,7 @@ ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current) {
     out.result = "unchanged";
     return out;
   }
-  // What a reload cannot apply yet: these need a restart (issue 3 adds listener reconciliation).
-  auto restart_only = [&](const std::string& key, const std::string& what) {
-    out.errors.push_back(path + ": " + key + ": " + what +
-                         " cannot change on reload yet; restart Turnpike to apply it");
-  };
-  if (next.workers != cur.workers) restart_only("workers", "the number of workers");
-  if (next.admin.listen != cur.admin.listen) restart_only("admin.listen", "the admin listener");
-  if (next.access_log.path != cur.access_log.path)
-    restart_only("access_log.path", "the access log destination");
-  if (listener_keys(next) != listener_keys(cur))
-    restart_only("listeners", "adding, removing, renaming or moving a listener");
+  out.errors = restart_required(path, next, cur);
   if (!out.errors.empty()) {
     out.result = "rejected";
     return out;

@@ -24,6 +24,12 @@ struct ReloadOutcome {
 /// name resolution).
 ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current);
 
+/// Validates a candidate (the YAML text, or the file at `path` when `yaml` is empty) against
+/// `current` and describes what a reload would change, applying nothing:
+/// {"valid", "errors": [...], "changes": {"listeners"|"clusters"|"routes":
+///  {"added", "removed", "changed"}}, "restart_required": [...]}.
+nlohmann::json dry_run(const std::string& path, const std::string& yaml, const Snapshot& current);
+
 /// What GET /config/status reports.
 class ReloadStatus {
  public:

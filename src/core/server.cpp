@@ -19,6 +19,7 @@
 
 #include "admin/admin_server.h"
 #include "core/reload.h"
+#include "core/sd_notify.h"
 #include "core/worker.h"
 #include "observability/access_log.h"
 
@@ -119,7 +120,9 @@ int run_server(config::Config cfg) {
   std::vector<std::unique_ptr<Worker>> workers;
   // Reload, on the control thread: validate completely, then publish to every worker. An
   // invalid config changes nothing.
+  SdNotifier notifier;
   auto reload = [&](const std::string& trigger) {
+    notifier.reloading();
     ReloadOutcome outcome = prepare_reload(config_path, *snapshot);
     if (outcome.snapshot) {
       snapshot = outcome.snapshot;
@@ -134,6 +137,10 @@ int run_server(config::Config cfg) {
         spdlog::error("{}", e);
     }
     reload_status.record(outcome, trigger, *snapshot);
+    std::string status = outcome.result == "rejected"
+                             ? "reload rejected: " + outcome.errors.front()
+                             : "serving generation " + std::to_string(snapshot->generation);
+    notifier.send("READY=1\nSTATUS=" + status);
     return reload_status.to_json();
   };
   admin::AdminServer admin(
@@ -148,6 +155,7 @@ int run_server(config::Config cfg) {
                    },
                    reload,
                    [&] { return reload_status.to_json(); },
+                   [&](const std::string& yaml) { return dry_run(config_path, yaml, *snapshot); },
                });
   if (std::string err = admin.start(c.admin.address, c.admin.port); !err.empty()) {
     spdlog::error("{}", err);
@@ -172,6 +180,7 @@ int run_server(config::Config cfg) {
     spdlog::info("listener '{}' on {}:{} ({} workers)", b.name, b.address, b.port, nworkers);
   spdlog::info("admin on {}:{}", c.admin.address, admin.port());
   ready = true;
+  notifier.send("READY=1\nSTATUS=serving generation 1\nMAINPID=" + std::to_string(::getpid()));
 
   // Drain: stop accepting, let in-flight requests finish up to drain_timeout, then stop.
   asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
@@ -209,6 +218,7 @@ int run_server(config::Config cfg) {
         }
         draining = true;
         ready = false;
+        notifier.send("STOPPING=1\nSTATUS=draining");
         spdlog::info("{}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                      c.drain_timeout.count());
         drain_deadline = std::chrono::steady_clock::now() + c.drain_timeout;

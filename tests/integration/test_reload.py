@@ -7,6 +7,7 @@ under load see no failure while the config flips between two clusters.
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -118,6 +119,79 @@ class ReloadTest(h.TurnpikeCase):
             self.write(self.cfg("b"))
             self.assertEqual(self.tp.admin("POST", "/reload").status, 200)
             self.assertEqual(self.served_by(c), "b")
+
+    def admin_post(self, target, body=b""):
+        c = h.HttpConn(self.admin_port, timeout=h.scaled(10))
+        try:
+            return c.request("POST", target, headers=[("Connection", "close")], body=body)
+        finally:
+            c.close()
+
+    def test_dry_run_describes_changes_and_applies_nothing(self):
+        self.start(self.cfg("a"))
+        r = self.admin_post("/reload?dry_run=1", self.cfg("b").encode())
+        self.assertEqual(r.status, 200, r.body)
+        d = json.loads(r.body)
+        self.assertTrue(d["valid"])
+        self.assertEqual(d["changes"]["routes"], {"added": [], "removed": [], "changed": ["svc"]})
+        self.assertEqual(d["changes"]["clusters"], {"added": [], "removed": [], "changed": []})
+        self.assertEqual(d["restart_required"], [])
+        self.assertEqual(self.status()["generation"], 1)
+        self.assertEqual(self.served_by(), "a")
+        # A broken candidate: its errors, nothing applied.
+        r = self.admin_post("/reload?dry_run=1", self.cfg("nosuch").encode())
+        self.assertEqual(r.status, 422)
+        d = json.loads(r.body)
+        self.assertFalse(d["valid"])
+        self.assertTrue(any("routes[0].backend: unknown cluster 'nosuch'" in e
+                            for e in d["errors"]), d)
+        # Empty body: the file on disk is the candidate (unchanged here).
+        d = json.loads(self.admin_post("/reload?dry_run=1").body)
+        self.assertTrue(d["valid"])
+        self.assertTrue(d["unchanged"])
+        self.assertEqual(self.status()["last_reload"], None)
+
+    def test_sd_notify_protocol(self):
+        sock_path = os.path.join(self.stack.dir, "notify.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        srv.bind(sock_path)
+        srv.settimeout(h.scaled(10))
+        try:
+            text = self.cfg("a")
+            self.tp = self.stack.turnpike(text, wait=False, env={"NOTIFY_SOCKET": sock_path})
+            self.tp.admin_port = self.admin_port
+            self.tp.ports = {"public": self.port}
+
+            def next_msg():
+                return dict(line.split("=", 1)
+                            for line in srv.recv(4096).decode().splitlines() if "=" in line)
+
+            m = next_msg()
+            self.assertEqual(m.get("READY"), "1", m)
+            self.assertEqual(m.get("MAINPID"), str(self.tp.pid))
+            self.assertEqual(self.tp.ready_status(), 200)  # listeners are up once READY=1
+
+            self.write(self.cfg("b"))
+            self.tp.proc.send_signal(signal.SIGHUP)
+            m = next_msg()
+            self.assertEqual(m.get("RELOADING"), "1", m)
+            self.assertGreater(int(m["MONOTONIC_USEC"]), 0)
+            m = next_msg()
+            self.assertEqual((m.get("READY"), m.get("STATUS")), ("1", "serving generation 2"), m)
+
+            self.write(self.cfg("nosuch"))
+            self.tp.proc.send_signal(signal.SIGHUP)
+            self.assertEqual(next_msg().get("RELOADING"), "1")
+            m = next_msg()
+            self.assertEqual(m.get("READY"), "1")
+            self.assertTrue(m["STATUS"].startswith("reload rejected: "), m)
+            self.assertIn("unknown cluster 'nosuch'", m["STATUS"])
+
+            self.tp.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(next_msg().get("STOPPING"), "1")
+            self.assertEqual(self.tp.proc.wait(h.scaled(10)), 0)
+        finally:
+            srv.close()
 
     def test_reloads_under_load_lose_no_request(self):
         self.start(self.cfg("a"))
