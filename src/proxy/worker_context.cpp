@@ -38,6 +38,8 @@ WorkerContext::~WorkerContext() {
   log_.flush();
   for (auto& [k, p] : pools_)
     p->close_idle();
+  for (auto& p : retired_)
+    p->close_idle();
 }
 
 void WorkerContext::set_snapshot(core::SnapshotPtr snap) {
@@ -52,19 +54,20 @@ void WorkerContext::set_snapshot(core::SnapshotPtr snap) {
     if (it != pools_.end()) {
       pool = std::move(it->second);
       pools_.erase(it);
+      pool->rebind(c);
     } else {
       pool = std::make_unique<upstream::ClusterPool>(c, ex_);
     }
     ws->pools.push_back(pool.get());
     next.emplace(std::move(key), std::move(pool));
   }
-  // Pools of removed clusters: close their idle connections. Requests still pinned to an older
-  // snapshot keep using them until they end, so they are retired, not destroyed, here.
-  for (auto& [k, p] : pools_)
+  // Pools of removed or changed clusters: close their idle connections now. Requests still
+  // pinned to an older snapshot may be using them, so they are retired, and freed once no live
+  // snapshot refers to them.
+  for (auto& [k, p] : pools_) {
     p->close_idle();
-  // TODO(reload): retire leftover pools once no snapshot references them (issue 3).
-  for (auto& [k, p] : pools_)
-    next.emplace("retired|" + k, std::move(p));
+    retired_.push_back(std::move(p));
+  }
   pools_ = std::move(next);
 
   WorkerSnapshot* old = current_;
@@ -78,6 +81,17 @@ void WorkerContext::set_snapshot(core::SnapshotPtr snap) {
 
 void WorkerContext::unpinned(WorkerSnapshot* ws) noexcept {
   std::erase_if(live_, [ws](const std::unique_ptr<WorkerSnapshot>& p) { return p.get() == ws; });
+  collect_retired();
+}
+
+void WorkerContext::collect_retired() noexcept {
+  std::erase_if(retired_, [this](const std::unique_ptr<upstream::ClusterPool>& pool) {
+    for (const auto& ws : live_)
+      for (const upstream::ClusterPool* p : ws->pools)
+        if (p == pool.get()) return false;
+    pool->close_idle();
+    return true;
+  });
 }
 
 std::string WorkerContext::next_request_id() {
@@ -109,6 +123,8 @@ void WorkerContext::sweep() {
 
 void WorkerContext::close_idle_upstreams() {
   for (auto& [k, p] : pools_)
+    p->close_idle();
+  for (auto& p : retired_)
     p->close_idle();
 }
 

@@ -94,6 +94,7 @@ class WorkerContext {
  private:
   friend class SnapshotRef;
   void unpinned(WorkerSnapshot* ws) noexcept;
+  void collect_retired() noexcept;
 
   boost::asio::any_io_executor ex_;
   unsigned index_;
@@ -102,6 +103,7 @@ class WorkerContext {
   // Pools by cluster name; the key includes a digest of the definition so a changed cluster
   // gets fresh pools.
   std::unordered_map<std::string, std::unique_ptr<upstream::ClusterPool>> pools_;
+  std::vector<std::unique_ptr<upstream::ClusterPool>> retired_;  // still used by older snapshots
   std::mt19937_64 rng_;
   observability::AccessLogBuffer log_;
   http::ConnectionRegistry registry_;

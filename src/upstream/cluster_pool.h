@@ -30,6 +30,8 @@ class ClusterPool {
   ClusterPool(const config::Cluster& cluster, boost::asio::any_io_executor ex);
 
   const config::Cluster& config() const noexcept { return *config_; }
+  /// Points the pool at an identical definition in a newer snapshot (the old one may be freed).
+  void rebind(const config::Cluster& same_definition) noexcept { config_ = &same_definition; }
   /// Next endpoint by smooth weighted round robin (nginx's algorithm; plain rotation when all
   /// weights are equal).
   EndpointState& pick() noexcept;

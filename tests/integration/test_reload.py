@@ -120,6 +120,32 @@ class ReloadTest(h.TurnpikeCase):
             self.assertEqual(self.tp.admin("POST", "/reload").status, 200)
             self.assertEqual(self.served_by(c), "b")
 
+    def cluster_cfg(self, echo, timeout):
+        # One cluster whose endpoint moves between reloads; the route timeout changes alone.
+        return h.to_yaml(h.config(
+            self.admin_port, [h.listener("public", self.port)], [h.cluster("svc", echo)],
+            [{"name": "svc", "match": {"path_prefix": "/svc"}, "backend": "svc",
+              "timeout": timeout}])) + "\n"
+
+    def test_changed_cluster_gets_a_new_pool_and_unchanged_keeps_it(self):
+        self.start(self.cluster_cfg(self.a, "10s"))
+        self.assertEqual(self.served_by(), "a")
+        # Generation 2: the cluster's endpoint changes, so it gets a fresh pool.
+        self.write(self.cluster_cfg(self.b, "10s"))
+        self.assertEqual(self.tp.admin("POST", "/reload").status, 200)
+        self.assertEqual(self.served_by(), "b")
+        # Generation 3: only the route changes; the cluster (and its pool) carries over while
+        # generation 2 is freed. Requests must keep working (ASan checks nothing dangles).
+        self.write(self.cluster_cfg(self.b, "9s"))
+        self.assertEqual(self.tp.admin("POST", "/reload").status, 200)
+        for _ in range(20):
+            self.assertEqual(self.served_by(), "b")
+        self.write(self.cluster_cfg(self.a, "8s"))
+        self.assertEqual(self.tp.admin("POST", "/reload").status, 200)
+        for _ in range(20):
+            self.assertEqual(self.served_by(), "a")
+        self.assertEqual(self.status()["generation"], 4)
+
     def admin_post(self, target, body=b""):
         c = h.HttpConn(self.admin_port, timeout=h.scaled(10))
         try:
