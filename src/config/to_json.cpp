@@ -109,6 +109,8 @@ nlohmann::json to_json(const Config& config) {
       {"routes", std::move(routes)},
       {"access_log", {{"path", config.access_log.path}}},
       {"drain_timeout", format_duration(config.drain_timeout)},
+      {"reload",
+       {{"watch", config.reload.watch}, {"debounce", format_duration(config.reload.debounce)}}},
   };
 }
 

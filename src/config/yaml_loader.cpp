@@ -354,8 +354,8 @@ Config Loader::load(const YAML::Node& root) {
     error(top, "expected a map at the top level, got " + describe(root));
     return c;
   }
-  const auto f = fields(
-      top, {"workers", "admin", "listeners", "clusters", "routes", "access_log", "drain_timeout"});
+  const auto f = fields(top, {"workers", "admin", "listeners", "clusters", "routes", "access_log",
+                              "drain_timeout", "reload"});
   if (!f) return c;
   if (const auto* v = f->get("workers")) load_workers(*v, c);
   if (const auto* v = f->get("admin")) load_admin(*v, c.admin);
@@ -374,6 +374,13 @@ Config Loader::load(const YAML::Node& root) {
     }
   }
   set_duration(*f, "drain_timeout", c.drain_timeout, Duration{0});
+  if (const auto* v = f->get("reload")) {
+    if (const auto r = fields(*v, {"watch", "debounce"})) {
+      if (const auto* w = r->get("watch"))
+        if (const auto b = boolean(*w)) c.reload.watch = *b;
+      set_duration(*r, "debounce", c.reload.debounce, Duration{1}, Duration{60'000});
+    }
+  }
   return c;
 }
 

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "admin/admin_server.h"
+#include "core/config_watcher.h"
 #include "core/reload.h"
 #include "core/sd_notify.h"
 #include "core/worker.h"
@@ -180,6 +181,12 @@ int run_server(config::Config cfg) {
     spdlog::info("listener '{}' on {}:{} ({} workers)", b.name, b.address, b.port, nworkers);
   spdlog::info("admin on {}:{}", c.admin.address, admin.port());
   ready = true;
+  // The config file is watched; a change is reloaded like SIGHUP (debounced).
+  ConfigWatcher watcher(control, config_path, c.reload.debounce, [&] { reload("file"); });
+  if (c.reload.watch) {
+    if (std::string err = watcher.start(); !err.empty())
+      spdlog::warn("not watching {} for changes: {}", config_path, err);
+  }
   notifier.send("READY=1\nSTATUS=serving generation 1\nMAINPID=" + std::to_string(::getpid()));
 
   // Drain: stop accepting, let in-flight requests finish up to drain_timeout, then stop.
@@ -218,6 +225,7 @@ int run_server(config::Config cfg) {
         }
         draining = true;
         ready = false;
+        watcher.stop();
         notifier.send("STOPPING=1\nSTATUS=draining");
         spdlog::info("{}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                      c.drain_timeout.count());

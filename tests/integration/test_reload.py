@@ -25,7 +25,7 @@ class ReloadTest(h.TurnpikeCase):
         self.admin_port = h.free_port()
         self.port = h.free_port()
 
-    def cfg(self, target, extra_listener=False, max_headers=None):
+    def cfg(self, target, extra_listener=False, max_headers=None, watch=False):
         listeners = [h.listener("public", self.port)]
         if max_headers:
             listeners = [h.listener("public", self.port, max_headers=max_headers)]
@@ -33,7 +33,9 @@ class ReloadTest(h.TurnpikeCase):
             listeners.append(h.listener("extra", h.free_port()))
         return h.to_yaml(h.config(
             self.admin_port, listeners, [h.cluster("a", self.a), h.cluster("b", self.b)],
-            [{"name": "svc", "match": {"path_prefix": "/svc"}, "backend": target}])) + "\n"
+            [{"name": "svc", "match": {"path_prefix": "/svc"}, "backend": target}],
+            # Tests of explicit triggers turn the file watch off so it cannot race them.
+            reload={"watch": watch, "debounce": "50ms"})) + "\n"
 
     def start(self, text):
         self.tp = self.stack.turnpike(text, wait=False)
@@ -125,7 +127,7 @@ class ReloadTest(h.TurnpikeCase):
         return h.to_yaml(h.config(
             self.admin_port, [h.listener("public", self.port)], [h.cluster("svc", echo)],
             [{"name": "svc", "match": {"path_prefix": "/svc"}, "backend": "svc",
-              "timeout": timeout}])) + "\n"
+              "timeout": timeout}], reload={"watch": False})) + "\n"
 
     def test_changed_cluster_gets_a_new_pool_and_unchanged_keeps_it(self):
         self.start(self.cluster_cfg(self.a, "10s"))
@@ -145,6 +147,50 @@ class ReloadTest(h.TurnpikeCase):
         for _ in range(20):
             self.assertEqual(self.served_by(), "a")
         self.assertEqual(self.status()["generation"], 4)
+
+    def wait_generation(self, gen):
+        h.wait_for(lambda: self.status()["generation"] == gen, h.scaled(5),
+                   what="generation %d" % gen)
+
+    def test_file_watch_in_place_and_rename(self):
+        self.start(self.cfg("a", watch=True))
+        # Write in place.
+        with open(self.tp.config_path, "w") as f:
+            f.write(self.cfg("b", watch=True))
+        self.wait_generation(2)
+        self.assertEqual(self.status()["last_reload"]["trigger"], "file")
+        self.assertEqual(self.served_by(), "b")
+        # Write a temp file, rename it over the config (what editors do).
+        self.write(self.cfg("a", watch=True))
+        self.wait_generation(3)
+        self.assertEqual(self.served_by(), "a")
+        # A broken write is rejected and the running config keeps serving.
+        self.write(self.cfg("nosuch", watch=True))
+        h.wait_for(lambda: self.status()["last_reload"]["result"] == "rejected", h.scaled(5),
+                   what="rejected reload")
+        self.assertEqual(self.status()["generation"], 3)
+        self.assertEqual(self.served_by(), "a")
+
+    def test_file_watch_follows_a_configmap_style_symlink_swap(self):
+        # turnpike.yaml -> ..data/turnpike.yaml, ..data -> v1; the update swaps ..data to v2.
+        d = self.stack.dir
+        for version, target in (("v1", "a"), ("v2", "b")):
+            os.makedirs(os.path.join(d, version))
+            with open(os.path.join(d, version, "live.yaml"), "w") as f:
+                f.write(self.cfg(target, watch=True))
+        os.symlink("v1", os.path.join(d, "..data"))
+        live = os.path.join(d, "live.yaml")
+        os.symlink("..data/live.yaml", live)
+        proc = self.stack.run([h.TURNPIKE_BIN, "-c", live], "turnpike")
+        self.tp = h.Turnpike(proc, live, None)
+        self.tp.admin_port = self.admin_port
+        self.tp.ports = {"public": self.port}
+        self.tp.wait_ready()
+        self.assertEqual(self.served_by(), "a")
+        os.symlink("v2", os.path.join(d, "..data_tmp"))
+        os.replace(os.path.join(d, "..data_tmp"), os.path.join(d, "..data"))
+        self.wait_generation(2)
+        self.assertEqual(self.served_by(), "b")
 
     def admin_post(self, target, body=b""):
         c = h.HttpConn(self.admin_port, timeout=h.scaled(10))

@@ -137,6 +137,12 @@ struct Route {
   SourceLoc loc;
 };
 
+/// How the running daemon picks up config changes (read at start).
+struct ReloadSettings {
+  bool watch = true;       // reload when the file (or a ConfigMap symlink swap) changes
+  Duration debounce{100};  // quiet time after the last change before reloading; 1ms..1m
+};
+
 struct AccessLog {
   std::string path = "stdout";  // stdout | stderr | off | FILE
 };
@@ -155,6 +161,7 @@ struct Config {
   std::vector<Cluster> clusters;
   std::vector<Route> routes;
   AccessLog access_log;
+  ReloadSettings reload;
   Duration drain_timeout{15'000};  // 0..24h
   std::string source_file;         // path the config was loaded from
   std::string digest;              // hex SHA-256 of the source text
