@@ -265,6 +265,50 @@ class ReloadTest(h.TurnpikeCase):
         finally:
             srv.close()
 
+    def test_wrk_load_through_file_reloads_every_200ms(self):
+        """The issue's scenario: wrk at 64 connections while the file flips between two clusters
+        every 200 ms, with a broken version written every third round. Zero non-2xx, zero socket
+        errors; broken versions rejected; generations as expected."""
+        import shutil
+        import subprocess
+        if not shutil.which("wrk"):
+            self.skipTest("wrk not installed")
+        self.start(self.cfg("a", watch=True))
+        duration = 6
+        wrk = subprocess.Popen(
+            ["wrk", "-t", "2", "-c", "64", "-d", "%ds" % duration, "--timeout", "5s",
+             "http://127.0.0.1:%d/svc/load" % self.port],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        applied, rejected, target = 0, 0, "a"
+        deadline = time.monotonic() + duration - 1
+        i = 0
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            i += 1
+            if i % 3 == 0:
+                before = self.status()["reloads"]["rejected"]
+                self.write(self.cfg("nosuch", watch=True))
+                h.wait_for(lambda: self.status()["reloads"]["rejected"] > before, h.scaled(5),
+                           what="broken config rejected")
+                rejected += 1
+                continue
+            target = "b" if target == "a" else "a"
+            gen = self.status()["generation"]
+            self.write(self.cfg(target, watch=True))
+            h.wait_for(lambda: self.status()["generation"] == gen + 1, h.scaled(5),
+                       what="generation %d" % (gen + 1))
+            applied += 1
+        out, _ = wrk.communicate(timeout=h.scaled(30))
+        self.assertEqual(wrk.returncode, 0, out)
+        self.assertNotIn("Non-2xx", out, out)
+        self.assertNotIn("Socket errors", out, out)
+        self.assertIn("requests in", out)
+        st = self.status()
+        self.assertEqual(st["generation"], 1 + applied)
+        self.assertEqual(st["reloads"]["rejected"], rejected)
+        self.assertGreater(applied, 5)
+        self.assertEqual(self.served_by(), target)
+
     def test_reloads_under_load_lose_no_request(self):
         self.start(self.cfg("a"))
         stop = threading.Event()
