@@ -30,6 +30,14 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
+// Empty means "not applicable" (no route, no upstream): logged as null.
+void append_json_string_or_null(std::string& out, std::string_view s) {
+  if (s.empty())
+    out += "null";
+  else
+    append_json_string(out, s);
+}
+
 void append_uint(std::string& out, std::uint64_t v) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
@@ -150,20 +158,11 @@ void AccessLogBuffer::append(const AccessRecord& r) {
   o += ",\"duration_ms\":";
   append_ms(o, r.duration_ms);
   o += ",\"route\":";
-  if (r.route.empty())
-    o += "null";
-  else
-    append_json_string(o, r.route);
+  append_json_string_or_null(o, r.route);
   o += ",\"cluster\":";
-  if (r.cluster.empty())
-    o += "null";
-  else
-    append_json_string(o, r.cluster);
+  append_json_string_or_null(o, r.cluster);
   o += ",\"upstream\":";
-  if (r.upstream.empty())
-    o += "null";
-  else
-    append_json_string(o, r.upstream);
+  append_json_string_or_null(o, r.upstream);
   o += ",\"upstream_ms\":";
   if (r.upstream_ms < 0)
     o += "null";
