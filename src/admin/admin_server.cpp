@@ -106,6 +106,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
         return reply(d["valid"] ? bhttp::status::ok : bhttp::status::unprocessable_entity, d);
       }
       json st = hooks.reload("admin");
+      if (st.contains("error")) return reply(bhttp::status::service_unavailable, st);
       bool rejected = st["last_reload"]["result"] == "rejected";
       return reply(rejected ? bhttp::status::unprocessable_entity : bhttp::status::ok, st);
     }
@@ -125,6 +126,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
     }
     if (path == "/listeners") return reply(bhttp::status::ok, hooks.listeners());
     if (path == "/config/status") return reply(bhttp::status::ok, hooks.status());
+    if (path == "/config/generations") return reply(bhttp::status::ok, hooks.generations());
     if (path == "/explain") {
       std::string method = param("method");
       if (method.empty()) method = "GET";
@@ -151,7 +153,8 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
     return reply(bhttp::status::not_found,
                  {{"error", "not found"},
                   {"endpoints",
-                   {"/ready", "/config", "/explain", "/listeners", "/config/status", "/reload"}}});
+                   {"/ready", "/config", "/explain", "/listeners", "/config/status",
+                    "/config/generations", "/reload"}}});
   }
 
   asio::io_context& io;

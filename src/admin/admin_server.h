@@ -1,5 +1,6 @@
 // The admin listener: a small HTTP/1.1 server on the control thread's io_context, separate
-// from traffic. GET /ready, /config, /explain, /listeners. Control thread only.
+// from traffic. GET /ready, /config, /config/status, /config/generations, /explain, /listeners;
+// POST /reload[?dry_run=1]. Control thread only.
 #pragma once
 
 #include <functional>
@@ -23,6 +24,8 @@ struct AdminHooks {
   std::function<nlohmann::json()> status;
   /// Validates a candidate (YAML text, or the config file when empty) and describes the changes.
   std::function<nlohmann::json(const std::string& yaml)> dry_run;
+  /// GET /config/generations: the live generations and what is pinned to each.
+  std::function<nlohmann::json()> generations;
 };
 
 class AdminServer {

@@ -110,7 +110,10 @@ nlohmann::json to_json(const Config& config) {
       {"access_log", {{"path", config.access_log.path}}},
       {"drain_timeout", format_duration(config.drain_timeout)},
       {"reload",
-       {{"watch", config.reload.watch}, {"debounce", format_duration(config.reload.debounce)}}},
+       {{"watch", config.reload.watch},
+        {"debounce", format_duration(config.reload.debounce)},
+        {"max_live_generations", config.reload.max_live_generations},
+        {"generation_drain_timeout", format_duration(config.reload.generation_drain_timeout)}}},
   };
 }
 

@@ -151,6 +151,8 @@ class Loader {
 
   // Sections.
   void load_workers(const Value& v, Config& c);
+  void load_generation_limits(const Fields& top, const std::optional<Fields>& reload,
+                              ReloadSettings& out);
   void load_admin(const Value& v, Admin& admin);
   bool listen_address(const Value& v, bool allow_port_zero, std::string& written,
                       std::string& address, std::uint16_t& port);
@@ -354,8 +356,9 @@ Config Loader::load(const YAML::Node& root) {
     error(top, "expected a map at the top level, got " + describe(root));
     return c;
   }
-  const auto f = fields(top, {"workers", "admin", "listeners", "clusters", "routes", "access_log",
-                              "drain_timeout", "reload"});
+  const auto f =
+      fields(top, {"workers", "admin", "listeners", "clusters", "routes", "access_log",
+                   "drain_timeout", "reload", "max_live_generations", "generation_drain_timeout"});
   if (!f) return c;
   if (const auto* v = f->get("workers")) load_workers(*v, c);
   if (const auto* v = f->get("admin")) load_admin(*v, c.admin);
@@ -375,13 +378,37 @@ Config Loader::load(const YAML::Node& root) {
   }
   set_duration(*f, "drain_timeout", c.drain_timeout, Duration{0});
   if (const auto* v = f->get("reload")) {
-    if (const auto r = fields(*v, {"watch", "debounce"})) {
+    if (const auto r =
+            fields(*v, {"watch", "debounce", "max_live_generations", "generation_drain_timeout"})) {
       if (const auto* w = r->get("watch"))
         if (const auto b = boolean(*w)) c.reload.watch = *b;
       set_duration(*r, "debounce", c.reload.debounce, Duration{1}, Duration{60'000});
+      load_generation_limits(*f, *r, c.reload);
     }
+  } else {
+    load_generation_limits(*f, std::nullopt, c.reload);
   }
   return c;
+}
+
+// max_live_generations and generation_drain_timeout: under reload:, or at the top level as a
+// shorthand; not both.
+void Loader::load_generation_limits(const Fields& top, const std::optional<Fields>& reload,
+                                    ReloadSettings& out) {
+  for (const char* key : {"max_live_generations", "generation_drain_timeout"}) {
+    const Fields* where = &top;
+    if (reload && reload->get(key)) {
+      if (const auto* dup = top.get(key)) {
+        error(*dup, "also set under reload:; set it in one place");
+        continue;
+      }
+      where = &*reload;
+    }
+    if (std::string_view(key) == "max_live_generations")
+      set_int(*where, key, out.max_live_generations, 2, 1024);
+    else
+      set_duration(*where, key, out.generation_drain_timeout, Duration{1000}, Duration{86'400'000});
+  }
 }
 
 void Loader::load_workers(const Value& v, Config& c) {

@@ -10,32 +10,18 @@ namespace turnpike::core {
 
 namespace {
 
-std::string listener_key(const config::Listener& l) {
-  return l.name + "@" + l.address + ":" + std::to_string(l.port);
-}
-
-std::vector<std::string> listener_keys(const config::Config& c) {
-  std::vector<std::string> keys;
-  for (const auto& l : c.listeners)
-    keys.push_back(listener_key(l));
-  std::sort(keys.begin(), keys.end());
-  return keys;
-}
-
-// Settings a reload cannot apply yet (issue 3 adds listener reconciliation): one message each.
+// Settings a reload cannot apply (they belong to the process): one message each.
 std::vector<std::string> restart_required(const std::string& path, const config::Config& next,
                                           const config::Config& cur) {
   std::vector<std::string> out;
   auto add = [&](const std::string& key, const std::string& what) {
     out.push_back(path + ": " + key + ": " + what +
-                  " cannot change on reload yet; restart Turnpike to apply it");
+                  " cannot change on reload; restart Turnpike to apply it");
   };
   if (next.workers != cur.workers) add("workers", "the number of workers");
   if (next.admin.listen != cur.admin.listen) add("admin.listen", "the admin listener");
   if (next.access_log.path != cur.access_log.path)
     add("access_log.path", "the access log destination");
-  if (listener_keys(next) != listener_keys(cur))
-    add("listeners", "adding, removing, renaming or moving a listener");
   return out;
 }
 

@@ -1,14 +1,17 @@
 #include "core/server.h"
 
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <thread>
 
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -19,6 +22,7 @@
 
 #include "admin/admin_server.h"
 #include "core/config_watcher.h"
+#include "core/generations.h"
 #include "core/reload.h"
 #include "core/sd_notify.h"
 #include "core/worker.h"
@@ -32,11 +36,17 @@ using tcp = asio::ip::tcp;
 namespace {
 
 struct BoundListener {
+  std::uint64_t id = 0;
   std::string name;
   std::string address;
-  std::uint16_t port = 0;
-  std::vector<int> fds;  // one per worker
+  std::uint16_t configured_port = 0;  // as configured (0: the kernel picks)
+  std::uint16_t port = 0;             // as bound
+  std::vector<int> fds;               // one per worker; owned by the workers once handed over
 };
+
+bool same_socket(const config::Listener& l, const BoundListener& b) {
+  return l.address == b.address && l.port == b.configured_port;
+}
 
 // Opens one SO_REUSEPORT socket per worker on the listener's address. A port of 0 is resolved by
 // the first bind and reused for the others.
@@ -50,6 +60,7 @@ bool bind_listener(const config::Listener& l, unsigned workers, BoundListener& o
   }
   out.name = l.name;
   out.address = l.address;
+  out.configured_port = l.port;
   std::uint16_t port = l.port;
   for (unsigned i = 0; i < workers; ++i) {
     tcp::endpoint ep(addr, port);
@@ -81,18 +92,26 @@ bool bind_listener(const config::Listener& l, unsigned workers, BoundListener& o
   return true;
 }
 
+void close_fds(std::vector<BoundListener>& bound) {
+  for (auto& b : bound)
+    for (int fd : b.fds)
+      ::close(fd);
+  bound.clear();
+}
+
 }  // namespace
 
 int run_server(config::Config cfg) {
-  unsigned nworkers = cfg.workers ? cfg.workers : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned nworkers =
+      cfg.workers ? cfg.workers : std::max(1u, std::thread::hardware_concurrency());
+  // Settings a reload cannot change (prepare_reload refuses it): kept from the first config.
   const std::string log_path = cfg.access_log.path;
   const std::string config_path = cfg.source_file;
-  // `initial` stays alive for the whole run: listeners, admin and drain settings come from it
-  // (a reload that would change them is refused). `snapshot` is the one in force.
-  const SnapshotPtr initial = std::make_shared<const Snapshot>(std::move(cfg), 1);
-  SnapshotPtr snapshot = initial;
-  const config::Config& c = initial->config;
-  ReloadStatus reload_status(*initial);
+  const config::Admin admin_cfg = cfg.admin;
+  Generations generations(std::make_shared<const Snapshot>(std::move(cfg), 1));
+  // The snapshot in force; also referenced by `generations`, which holds every live one.
+  auto current = [&]() -> const SnapshotPtr& { return generations.current(); };
+  ReloadStatus reload_status(*current());
 
   std::unique_ptr<observability::AccessLogSink> log_sink;
   if (log_path != "off") {
@@ -104,86 +123,192 @@ int run_server(config::Config cfg) {
     }
   }
 
-  std::vector<BoundListener> bound(c.listeners.size());
-  for (std::size_t i = 0; i < c.listeners.size(); ++i) {
+  // Listening sockets are bound here, on the control thread, one SO_REUSEPORT socket per worker;
+  // a reload binds added listeners before anything changes, and never touches kept ones.
+  std::uint64_t next_listener_id = 1;
+  std::vector<BoundListener> bound;
+  for (const auto& l : current()->config.listeners) {
+    BoundListener b;
     std::string err;
-    if (!bind_listener(c.listeners[i], nworkers, bound[i], err)) {
+    if (!bind_listener(l, nworkers, b, err)) {
       spdlog::error("{}", err);
-      for (auto& b : bound)
-        for (int fd : b.fds)
-          ::close(fd);
+      close_fds(bound);
       return 1;
     }
+    b.id = next_listener_id++;
+    bound.push_back(std::move(b));
   }
 
   asio::io_context control(1);
   std::atomic<bool> ready{false};
+  bool draining = false;
   std::vector<std::unique_ptr<Worker>> workers;
-  // Reload, on the control thread: validate completely, then publish to every worker. An
-  // invalid config changes nothing.
   SdNotifier notifier;
+
+  // Generations: the control thread keeps every live snapshot, frees those no worker uses any
+  // more (so a worker never pays for freeing one), and closes the requests of generations over
+  // max_live_generations or past generation_drain_timeout.
+  asio::steady_timer generation_timer(control);
+  auto collect_generations = [&] {
+    if (generations.collect() > 0) ::malloc_trim(0);  // hand freed snapshots back to the OS
+  };
+  auto maintain_generations = [&] {
+    collect_generations();
+    // Count only once every worker has moved to the current generation: until then the one
+    // before it is still referenced as some worker's current, not only by pinned requests.
+    for (const auto& w : workers)
+      if (w->generation() != current()->generation) return;
+    std::vector<std::uint64_t> due = generations.due_for_close();
+    if (due.empty()) return;
+    spdlog::info(
+        "closing requests still pinned to generation(s) {} (max_live_generations {}, "
+        "generation_drain_timeout {} ms)",
+        fmt::join(due, ", "), current()->config.reload.max_live_generations,
+        current()->config.reload.generation_drain_timeout.count());
+    for (auto& w : workers)
+      w->close_generations(due);
+  };
+  std::function<void()> schedule_generation_sweep = [&] {
+    generation_timer.expires_after(std::chrono::milliseconds(100));
+    generation_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      maintain_generations();
+      schedule_generation_sweep();
+    });
+  };
+  auto generation_usage = [&] {
+    std::vector<GenerationUsage> usage;
+    for (const auto& w : workers) {
+      for (const auto& u : w->generation_use()) {
+        auto it = std::find_if(usage.begin(), usage.end(), [&](const GenerationUsage& g) {
+          return g.generation == u.generation;
+        });
+        if (it == usage.end()) it = usage.insert(usage.end(), GenerationUsage{u.generation});
+        it->requests += u.requests;
+        it->connections += u.connections;
+      }
+    }
+    return usage;
+  };
+
+  // Reload, on the control thread: validate completely and bind added listeners, then publish to
+  // every worker. An invalid config (or a listener that cannot be bound) changes nothing.
   auto reload = [&](const std::string& trigger) {
     notifier.reloading();
-    ReloadOutcome outcome = prepare_reload(config_path, *snapshot);
+    collect_generations();
+    const SnapshotPtr before = current();
+    ReloadOutcome outcome = prepare_reload(config_path, *before);
+    std::vector<BoundListener> added;
+    std::vector<std::uint64_t> removed;
     if (outcome.snapshot) {
-      snapshot = outcome.snapshot;
-      for (auto& w : workers)
-        w->set_snapshot(snapshot);
-      spdlog::info("reload ({}): applied generation {}", trigger, snapshot->generation);
+      const auto& next = outcome.snapshot->config.listeners;
+      for (const auto& l : next) {
+        if (std::any_of(bound.begin(), bound.end(),
+                        [&](const BoundListener& b) { return same_socket(l, b); }))
+          continue;
+        BoundListener b;
+        std::string err;
+        if (!bind_listener(l, nworkers, b, err)) {
+          outcome.snapshot.reset();
+          outcome.result = "rejected";
+          outcome.errors.push_back(config_path + ": listeners: " + err);
+          close_fds(added);
+          break;
+        }
+        b.id = next_listener_id++;
+        added.push_back(std::move(b));
+      }
+    }
+    if (outcome.snapshot) {
+      const auto& next = outcome.snapshot->config.listeners;
+      for (auto b = bound.begin(); b != bound.end();) {
+        auto it = std::find_if(next.begin(), next.end(),
+                               [&](const config::Listener& l) { return same_socket(l, *b); });
+        if (it != next.end()) {
+          b->name = it->name;  // kept (its name and limits may change)
+          ++b;
+          continue;
+        }
+        removed.push_back(b->id);
+        spdlog::info("listener '{}' on {}:{} removed: stops accepting, its connections drain",
+                     b->name, b->address, b->port);
+        b = bound.erase(b);
+      }
+      for (unsigned w = 0; w < workers.size(); ++w) {
+        std::vector<Worker::ListenerSocket> sockets;
+        for (const auto& b : added)
+          sockets.push_back({b.id, b.address, b.configured_port, b.fds[w]});
+        workers[w]->apply(outcome.snapshot, std::move(sockets), removed);
+      }
+      for (auto& b : added) {
+        spdlog::info("listener '{}' on {}:{} added ({} workers)", b.name, b.address, b.port,
+                     nworkers);
+        b.fds.clear();  // owned by the workers now
+        bound.push_back(std::move(b));
+      }
+      generations.add(outcome.snapshot);
+      spdlog::info("reload ({}): applied generation {}", trigger, current()->generation);
     } else if (outcome.result == "unchanged") {
       spdlog::info("reload ({}): configuration unchanged", trigger);
     } else {
-      spdlog::error("reload ({}): rejected, keeping generation {}", trigger, snapshot->generation);
+      spdlog::error("reload ({}): rejected, keeping generation {}", trigger, current()->generation);
       for (const auto& e : outcome.errors)
         spdlog::error("{}", e);
     }
-    reload_status.record(outcome, trigger, *snapshot);
+    reload_status.record(outcome, trigger, *current());
     std::string status = outcome.result == "rejected"
                              ? "reload rejected: " + outcome.errors.front()
-                             : "serving generation " + std::to_string(snapshot->generation);
+                             : "serving generation " + std::to_string(current()->generation);
     notifier.send("READY=1\nSTATUS=" + status);
     return reload_status.to_json();
   };
   admin::AdminServer admin(
       control, admin::AdminHooks{
                    [&] { return ready.load(); },
-                   [&] { return snapshot; },
+                   [&] { return current(); },
                    [&] {
                      nlohmann::json j = nlohmann::json::array();
                      for (const auto& b : bound)
                        j.push_back({{"name", b.name}, {"address", b.address}, {"port", b.port}});
                      return nlohmann::json{{"listeners", j}};
                    },
-                   reload,
+                   [&](const std::string& trigger) {
+                     if (draining)
+                       return nlohmann::json{{"error", "draining: reloads are not accepted"}};
+                     return reload(trigger);
+                   },
                    [&] { return reload_status.to_json(); },
-                   [&](const std::string& yaml) { return dry_run(config_path, yaml, *snapshot); },
+                   [&](const std::string& yaml) { return dry_run(config_path, yaml, *current()); },
+                   [&] {
+                     collect_generations();
+                     return generations.to_json(generation_usage());
+                   },
                });
-  if (std::string err = admin.start(c.admin.address, c.admin.port); !err.empty()) {
+  if (std::string err = admin.start(admin_cfg.address, admin_cfg.port); !err.empty()) {
     spdlog::error("{}", err);
-    for (auto& b : bound)
-      for (int fd : b.fds)
-        ::close(fd);
+    close_fds(bound);
     return 1;
   }
 
   for (unsigned w = 0; w < nworkers; ++w) {
-    auto worker = std::make_unique<Worker>(w, snapshot, log_sink.get());
-    for (std::size_t i = 0; i < c.listeners.size(); ++i) {
-      const auto& l = c.listeners[i];
-      std::uint32_t share = (l.limits.max_connections + nworkers - 1) / nworkers;
-      worker->add_listener(l, bound[i].fds[w], share);
-    }
+    auto worker = std::make_unique<Worker>(w, nworkers, current(), log_sink.get());
+    for (const auto& b : bound)
+      worker->add_listener({b.id, b.address, b.configured_port, b.fds[w]});
     workers.push_back(std::move(worker));
   }
+  for (auto& b : bound)
+    b.fds.clear();  // owned by the workers now
   for (auto& w : workers)
     w->start();
   for (const auto& b : bound)
     spdlog::info("listener '{}' on {}:{} ({} workers)", b.name, b.address, b.port, nworkers);
-  spdlog::info("admin on {}:{}", c.admin.address, admin.port());
+  spdlog::info("admin on {}:{}", admin_cfg.address, admin.port());
   ready = true;
+  schedule_generation_sweep();
   // The config file is watched; a change is reloaded like SIGHUP (debounced).
-  ConfigWatcher watcher(control, config_path, c.reload.debounce, [&] { reload("file"); });
-  if (c.reload.watch) {
+  const config::ReloadSettings& rs = current()->config.reload;
+  ConfigWatcher watcher(control, config_path, rs.debounce, [&] { reload("file"); });
+  if (rs.watch) {
     if (std::string err = watcher.start(); !err.empty())
       spdlog::warn("not watching {} for changes: {}", config_path, err);
   }
@@ -192,7 +317,6 @@ int run_server(config::Config cfg) {
   // Drain: stop accepting, let in-flight requests finish up to drain_timeout, then stop.
   asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
   asio::steady_timer drain_timer(control);
-  bool draining = false;
   std::chrono::steady_clock::time_point drain_deadline;
   std::function<void()> poll_drain = [&] {
     std::size_t live = 0;
@@ -227,9 +351,10 @@ int run_server(config::Config cfg) {
         ready = false;
         watcher.stop();
         notifier.send("STOPPING=1\nSTATUS=draining");
+        const auto drain_timeout = current()->config.drain_timeout;
         spdlog::info("{}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                     c.drain_timeout.count());
-        drain_deadline = std::chrono::steady_clock::now() + c.drain_timeout;
+                     drain_timeout.count());
+        drain_deadline = std::chrono::steady_clock::now() + drain_timeout;
         for (auto& w : workers)
           w->begin_drain();
         signals.async_wait(on_signal);

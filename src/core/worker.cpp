@@ -9,6 +9,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <optional>
 
 #include "http1/server_connection.h"
@@ -27,14 +30,14 @@ constexpr auto kSweepInterval = std::chrono::milliseconds(200);
 
 struct Worker::Impl {
   struct Listener {
-    const config::Listener* cfg;  // points into the snapshot the worker holds
+    ListenerSocket socket;
     std::unique_ptr<tcp::acceptor> acceptor;
-    std::uint32_t max_connections;
-    std::size_t open = 0;
+    bool removed = false;
   };
 
-  Impl(unsigned i, SnapshotPtr snap, observability::AccessLogSink* log)
+  Impl(unsigned i, unsigned n, SnapshotPtr snap, observability::AccessLogSink* log)
       : index(i),
+        nworkers(n),
         // Each worker's I/O objects are touched only by its own thread (the control thread just
         // posts), so the reactor's per-descriptor locking can go.
         io_owner(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)),
@@ -42,8 +45,8 @@ struct Worker::Impl {
         ctx(io.get_executor(), i, log),
         proxy(ctx),
         sweep_timer(std::in_place, io),
-        snapshot(std::move(snap)) {
-    ctx.set_snapshot(snapshot);
+        generation(snap->generation) {
+    ctx.set_snapshot(std::move(snap));
   }
 
   // Tear down in dependency order: everything that lives on the io_context goes before it, and
@@ -56,25 +59,50 @@ struct Worker::Impl {
     io_owner.reset();
   }
 
-  asio::awaitable<void> accept_loop(Listener& l) {
+  std::shared_ptr<Listener> make_listener(ListenerSocket sock) {
+    auto l = std::make_shared<Listener>();
+    l->acceptor = std::make_unique<tcp::acceptor>(io);
+    const bool v6 = sock.address.find(':') != std::string::npos;
+    l->acceptor->assign(v6 ? tcp::v6() : tcp::v4(), sock.fd);
+    l->socket = std::move(sock);
+    return l;
+  }
+
+  // The listener's settings in the current snapshot (the same address and port; its name and
+  // limits may have changed by a reload). Null once a reload removed it.
+  const config::Listener* settings(const Listener& l) const {
+    for (const auto& lc : ctx.current().config.listeners)
+      if (lc.port == l.socket.port && lc.address == l.socket.address) return &lc;
+    return nullptr;
+  }
+
+  asio::awaitable<void> accept_loop(std::shared_ptr<Listener> lp) {
+    Listener& l = *lp;
     asio::steady_timer backoff(io);
     for (;;) {
-      if (ctx.registry().size() >= l.max_connections) {
+      const config::Listener* cfg = settings(l);
+      if (!cfg || l.removed) co_return;
+      const std::uint32_t cap = (cfg->limits.max_connections + nworkers - 1) / nworkers;
+      if (ctx.registry().size(l.socket.id) >= cap) {
         // At the connection cap: leave new connections in the kernel's backlog for a moment.
         backoff.expires_after(std::chrono::milliseconds(10));
         co_await backoff.async_wait(kAwait);
-        if (draining) co_return;
+        if (draining || l.removed) co_return;
         continue;
       }
       auto [ec, socket] = co_await l.acceptor->async_accept(kAwait);
       if (ec) {
-        if (ec == asio::error::operation_aborted || draining) co_return;
+        if (ec == asio::error::operation_aborted || draining || l.removed) co_return;
         // EMFILE and friends: back off instead of spinning.
-        spdlog::warn("worker {}: accept on {}: {}", index, l.cfg->name, ec.message());
+        spdlog::warn("worker {}: accept on {}: {}", index, cfg->name, ec.message());
         backoff.expires_after(std::chrono::milliseconds(50));
         co_await backoff.async_wait(kAwait);
         continue;
       }
+      // Settings come from the current snapshot, so a reload that changes them applies to new
+      // connections.
+      cfg = settings(l);
+      if (!cfg || l.removed) co_return;  // removed while this accept completed: drop it
       boost::system::error_code opt_ec;
       socket.set_option(tcp::no_delay(true), opt_ec);
       auto remote = socket.remote_endpoint(opt_ec);
@@ -82,16 +110,29 @@ struct Worker::Impl {
       http::ConnectionInfo info;
       info.client_address = remote.address().to_string();
       info.client_port = remote.port();
-      info.listener = l.cfg->name;
-      // Limits come from the current snapshot, so a reload that changes them applies to new
-      // connections (the listener itself, name and address, is the same in every snapshot).
-      const config::Limits* limits = &l.cfg->limits;
-      for (const auto& lc : ctx.current().config.listeners)
-        if (lc.name == l.cfg->name) limits = &lc.limits;
-      auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), *limits,
+      info.listener = cfg->name;
+      info.listener_id = l.socket.id;
+      auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), cfg->limits,
                                                             std::move(info), proxy, ctx.registry());
       conn->start();
     }
+  }
+
+  void start_listener(std::shared_ptr<Listener> l) {
+    listeners.push_back(l);
+    asio::co_spawn(io, accept_loop(std::move(l)), asio::detached);
+  }
+
+  void remove_listener(std::uint64_t id) {
+    for (auto it = listeners.begin(); it != listeners.end(); ++it) {
+      if ((*it)->socket.id != id) continue;
+      (*it)->removed = true;
+      boost::system::error_code ignored;
+      (*it)->acceptor->close(ignored);
+      listeners.erase(it);
+      break;
+    }
+    ctx.registry().drain_listener(id);
   }
 
   void schedule_sweep() {
@@ -104,40 +145,37 @@ struct Worker::Impl {
   }
 
   unsigned index;
+  unsigned nworkers;
   std::unique_ptr<asio::io_context> io_owner;
   asio::io_context& io;
   proxy::WorkerContext ctx;
   proxy::Proxy proxy;
   std::optional<asio::steady_timer> sweep_timer;
-  SnapshotPtr snapshot;
-  std::vector<Listener> listeners;
+  std::vector<std::shared_ptr<Listener>> listeners;
+  std::vector<std::shared_ptr<Listener>> pending;  // added before start()
   std::thread thread;
   bool draining = false;
+  std::atomic<std::uint64_t> generation{0};  // written by this worker, read by the control thread
 };
 
-Worker::Worker(unsigned index, SnapshotPtr snapshot, observability::AccessLogSink* log)
-    : impl_(std::make_unique<Impl>(index, std::move(snapshot), log)) {}
+Worker::Worker(unsigned index, unsigned workers, SnapshotPtr snapshot,
+               observability::AccessLogSink* log)
+    : impl_(std::make_unique<Impl>(index, workers, std::move(snapshot), log)) {}
 
 Worker::~Worker() {
   stop();
   join();
 }
 
-void Worker::add_listener(const config::Listener& listener, int fd, std::uint32_t max_connections) {
-  Impl::Listener l;
-  l.cfg = &listener;
-  l.acceptor = std::make_unique<tcp::acceptor>(impl_->io);
-  const bool v6 = listener.address.find(':') != std::string::npos;
-  l.acceptor->assign(v6 ? tcp::v6() : tcp::v4(), fd);
-  l.max_connections = max_connections;
-  impl_->listeners.push_back(std::move(l));
+void Worker::add_listener(ListenerSocket socket) {
+  impl_->pending.push_back(impl_->make_listener(std::move(socket)));
 }
 
 void Worker::start() {
   Impl* impl = impl_.get();
-  for (auto& l : impl->listeners) {
-    asio::co_spawn(impl->io, impl->accept_loop(l), asio::detached);
-  }
+  for (auto& l : impl->pending)
+    impl->start_listener(std::move(l));
+  impl->pending.clear();
   impl->schedule_sweep();
   impl->thread = std::thread([impl] {
     try {
@@ -151,11 +189,43 @@ void Worker::start() {
   });
 }
 
-void Worker::set_snapshot(SnapshotPtr snapshot) {
+void Worker::apply(SnapshotPtr snapshot, std::vector<ListenerSocket> added,
+                   std::vector<std::uint64_t> removed) {
   Impl* impl = impl_.get();
-  asio::post(impl->io, [impl, snap = std::move(snapshot)]() mutable {
+  asio::post(impl->io, [impl, snap = std::move(snapshot), added = std::move(added),
+                        removed = std::move(removed)]() mutable {
+    const std::uint64_t gen = snap->generation;
     impl->ctx.set_snapshot(std::move(snap));
+    impl->generation.store(gen, std::memory_order_release);
+    for (std::uint64_t id : removed)
+      impl->remove_listener(id);
+    for (auto& sock : added) {
+      if (impl->draining) {
+        ::close(sock.fd);
+        continue;
+      }
+      impl->start_listener(impl->make_listener(std::move(sock)));
+    }
   });
+}
+
+void Worker::close_generations(std::vector<std::uint64_t> generations) {
+  Impl* impl = impl_.get();
+  asio::post(impl->io, [impl, gens = std::move(generations)] {
+    if (std::size_t n = impl->ctx.close_generations(gens))
+      spdlog::info("worker {}: closing {} request(s) of superseded generation(s)", impl->index, n);
+  });
+}
+
+std::uint64_t Worker::generation() const noexcept {
+  return impl_->generation.load(std::memory_order_acquire);
+}
+
+std::vector<GenerationUsage> Worker::generation_use() const {
+  std::vector<GenerationUsage> out;
+  for (const auto& u : impl_->ctx.generation_use())
+    out.push_back({u.generation, u.requests, u.connections});
+  return out;
 }
 
 void Worker::begin_drain() {
@@ -164,7 +234,7 @@ void Worker::begin_drain() {
     impl->draining = true;
     for (auto& l : impl->listeners) {
       boost::system::error_code ignored;
-      l.acceptor->close(ignored);
+      l->acceptor->close(ignored);
     }
     impl->ctx.registry().start_drain();
   });
@@ -177,7 +247,7 @@ void Worker::stop() {
     impl->draining = true;
     for (auto& l : impl->listeners) {
       boost::system::error_code ignored;
-      l.acceptor->close(ignored);
+      l->acceptor->close(ignored);
     }
     impl->ctx.registry().abort_all();
     impl->ctx.close_idle_upstreams();

@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "core/generations.h"
 #include "turnpike/config/config.h"
 #include "turnpike/core/snapshot.h"
 
@@ -22,22 +23,42 @@ namespace turnpike::core {
 
 class Worker {
  public:
-  Worker(unsigned index, SnapshotPtr snapshot, observability::AccessLogSink* log);
+  /// `workers`: how many workers share each listener (its max_connections is split evenly).
+  Worker(unsigned index, unsigned workers, SnapshotPtr snapshot, observability::AccessLogSink* log);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  /// Before start(): a bound, listening socket (ownership passes to the worker) for `listener`.
-  void add_listener(const config::Listener& listener, int fd, std::uint32_t max_connections);
+  /// A bound, listening socket (ownership passes to the worker). `id` names the bound listener
+  /// for as long as reloads keep it; its settings are looked up by `address`:`port` in the
+  /// current snapshot.
+  struct ListenerSocket {
+    std::uint64_t id = 0;
+    std::string address;
+    std::uint16_t port = 0;  // the configured port (0: the kernel picked one)
+    int fd = -1;
+  };
+
+  /// Before start().
+  void add_listener(ListenerSocket socket);
   void start();
   /// Installs a new snapshot: the worker's next requests use it; requests in flight finish on
-  /// the one they pinned.
-  void set_snapshot(SnapshotPtr snapshot);
+  /// the one they pinned. Listeners in `added` start accepting; those in `removed` stop
+  /// accepting and their connections drain.
+  void apply(SnapshotPtr snapshot, std::vector<ListenerSocket> added = {},
+             std::vector<std::uint64_t> removed = {});
+  /// Closes the requests pinned to these (superseded) generations.
+  void close_generations(std::vector<std::uint64_t> generations);
+  /// Requests and connections this worker has pinned per live generation (any thread; as of
+  /// the worker's last housekeeping pass, at most 200 ms old).
+  std::vector<GenerationUsage> generation_use() const;
   /// Stop accepting; close idle connections now and busy ones after their current response.
   void begin_drain();
   /// Close everything and stop the loop.
   void stop();
   void join();
+  /// The generation this worker has installed as current (any thread).
+  std::uint64_t generation() const noexcept;
   /// Downstream connections still open (any thread).
   std::size_t live_connections() const noexcept;
 

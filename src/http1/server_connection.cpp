@@ -43,7 +43,7 @@ ServerConnection::ServerConnection(tcp::socket&& socket, const config::Limits& l
       registry_(registry),
       deadline_(socket_.get_executor()) {
   out_.reserve(1024);
-  registry_.add(this);
+  registry_.add(this, info_.listener_id);
 }
 
 ServerConnection::~ServerConnection() {

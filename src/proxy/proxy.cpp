@@ -33,9 +33,17 @@ bool valid_request_id(std::string_view v) {
   return true;
 }
 
-// State of one request, for the answer and the log line.
-struct Exchange {
+// State of one request, for the answer and the log line. Registered with its snapshot, so the
+// worker can close it when its generation has to go.
+struct Exchange final : PinnedStream {
   Exchange(http::ServerStream& stream, http::RequestHead& request) : s(stream), req(request) {}
+  void close_for_generation() noexcept override {
+    closed_for_generation = true;
+    if (conn) conn->close();
+    s.reset();
+  }
+  const void* connection_id() const noexcept override { return &s.connection(); }
+
   http::ServerStream& s;
   http::RequestHead& req;
   std::string request_id;
@@ -45,6 +53,8 @@ struct Exchange {
   int status = 0;
   double upstream_ms = -1;
   Clock::time_point start = Clock::now();
+  std::shared_ptr<http1::ClientConnection> conn;  // the upstream exchange, while there is one
+  bool closed_for_generation = false;
 };
 
 // The filter chain's view of the stream. A filter that suspends (Status::Stop) later calls
@@ -184,6 +194,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
   SnapshotRef snap = ctx_.pin();
   http::RequestHead& req = s.request();
   Exchange x(s, req);
+  snap.attach(x);
 
   if (const std::string* id = req.headers.get("x-request-id"); id && valid_request_id(*id)) {
     x.request_id = *id;
@@ -286,7 +297,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
           }
           bool body_streamed = false;
           upstream::EndpointState* ep = nullptr;
-          std::shared_ptr<http1::ClientConnection> conn;
+          std::shared_ptr<http1::ClientConnection>& conn = x.conn;
           http::ResponseHead resp;
           const bool head_req = req.method == "HEAD";
           Clock::time_point up_start = Clock::now();
@@ -386,6 +397,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
             pool.release(*ep, std::move(conn));
           else if (conn)
             conn->close();
+          conn.reset();
           break;
         }
       }

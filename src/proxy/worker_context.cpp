@@ -1,6 +1,7 @@
 #include "proxy/worker_context.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 namespace turnpike::proxy {
 
@@ -77,6 +78,45 @@ void WorkerContext::set_snapshot(core::SnapshotPtr snap) {
     old->current = false;
     if (old->pins == 0) unpinned(old);
   }
+  publish_generation_use();
+}
+
+std::size_t WorkerContext::close_generations(const std::vector<std::uint64_t>& generations) {
+  std::vector<PinnedStream*> doomed;
+  for (const auto& ws : live_) {
+    if (ws->current || std::find(generations.begin(), generations.end(), ws->shared->generation) ==
+                           generations.end())
+      continue;
+    for (PinnedStream& s : ws->streams)
+      doomed.push_back(&s);
+  }
+  // Closing only cancels I/O: the requests finish (and unlink) when their coroutines resume.
+  for (PinnedStream* s : doomed)
+    s->close_for_generation();
+  return doomed.size();
+}
+
+void WorkerContext::publish_generation_use() {
+  std::vector<GenerationUse> use;
+  use.reserve(live_.size());
+  std::unordered_set<const void*> conns;
+  for (const auto& ws : live_) {
+    GenerationUse u;
+    u.generation = ws->shared->generation;
+    u.requests = ws->pins;
+    conns.clear();
+    for (const PinnedStream& s : ws->streams)
+      conns.insert(s.connection_id());
+    u.connections = static_cast<std::uint32_t>(conns.size());
+    use.push_back(u);
+  }
+  std::lock_guard lock(use_mutex_);
+  use_ = std::move(use);
+}
+
+std::vector<GenerationUse> WorkerContext::generation_use() const {
+  std::lock_guard lock(use_mutex_);
+  return use_;
 }
 
 void WorkerContext::unpinned(WorkerSnapshot* ws) noexcept {
@@ -119,6 +159,7 @@ void WorkerContext::sweep() {
   for (auto& [k, p] : pools_)
     p->sweep(now);
   log_.flush();
+  publish_generation_use();
 }
 
 void WorkerContext::close_idle_upstreams() {

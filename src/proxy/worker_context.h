@@ -5,10 +5,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include <boost/intrusive/list.hpp>
 
 #include "observability/access_log.h"
 #include "turnpike/core/snapshot.h"
@@ -17,14 +20,42 @@
 
 namespace turnpike::proxy {
 
+/// A request pinned to a snapshot, which the worker closes when its generation has to go (over
+/// max_live_generations, or past generation_drain_timeout). Lives in the request's frame and
+/// unlinks itself when the request ends.
+class PinnedStream : public boost::intrusive::list_base_hook<
+                         boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+ public:
+  /// Ends the request now: the downstream stream is reset and any upstream exchange closed, so
+  /// whatever the request is waiting on completes with an error.
+  virtual void close_for_generation() noexcept = 0;
+  /// Identifies the downstream connection (several streams may share one with HTTP/2).
+  virtual const void* connection_id() const noexcept = 0;
+
+ protected:
+  ~PinnedStream() = default;
+};
+
+using PinnedStreams =
+    boost::intrusive::list<PinnedStream, boost::intrusive::constant_time_size<false>>;
+
 /// A snapshot as one worker sees it: the shared immutable snapshot plus this worker's pools for
 /// its clusters (indexed like Config::clusters). Freed when the worker moved on and no request
-/// pins it any more.
+/// pins it any more (the shared snapshot itself is freed by the control thread, which keeps a
+/// reference to every live generation).
 struct WorkerSnapshot {
   core::SnapshotPtr shared;
   std::vector<upstream::ClusterPool*> pools;
   std::uint32_t pins = 0;
   bool current = false;
+  PinnedStreams streams;  // the pinned requests that registered to be closable
+};
+
+/// Requests and connections one worker has pinned to one generation.
+struct GenerationUse {
+  std::uint64_t generation = 0;
+  std::uint32_t requests = 0;
+  std::uint32_t connections = 0;
 };
 
 class WorkerContext;
@@ -42,6 +73,8 @@ class SnapshotRef {
   upstream::ClusterPool& pool(std::uint32_t cluster_index) const noexcept {
     return *ws_->pools[cluster_index];
   }
+  /// Registers `s` to be closed if this generation has to go; `s` unlinks itself when destroyed.
+  void attach(PinnedStream& s) const noexcept { ws_->streams.push_back(s); }
 
  private:
   WorkerSnapshot* ws_ = nullptr;
@@ -87,14 +120,21 @@ class WorkerContext {
   BufferPool& buffers() noexcept { return buffers_; }
   unsigned index() const noexcept { return index_; }
 
-  /// Periodic housekeeping: idle upstream connections, access log hand-off.
+  /// Periodic housekeeping: idle upstream connections, access log hand-off, generation use.
   void sweep();
   void close_idle_upstreams();
+
+  /// Closes the requests pinned to `generations` (never the current one). Returns how many.
+  std::size_t close_generations(const std::vector<std::uint64_t>& generations);
+  /// What sweep() last published: per live generation, the requests and connections pinned to
+  /// it. Any thread (it takes a mutex that only sweep() and readers take, never a request).
+  std::vector<GenerationUse> generation_use() const;
 
  private:
   friend class SnapshotRef;
   void unpinned(WorkerSnapshot* ws) noexcept;
   void collect_retired() noexcept;
+  void publish_generation_use();
 
   boost::asio::any_io_executor ex_;
   unsigned index_;
@@ -108,6 +148,8 @@ class WorkerContext {
   observability::AccessLogBuffer log_;
   http::ConnectionRegistry registry_;
   BufferPool buffers_;
+  mutable std::mutex use_mutex_;
+  std::vector<GenerationUse> use_;  // guarded by use_mutex_
 };
 
 }  // namespace turnpike::proxy

@@ -103,16 +103,135 @@ class ReloadTest(h.TurnpikeCase):
         self.assertEqual(json.loads(r.body)["generation"], 2)
         self.assertEqual(self.served_by(), "b")
 
-    def test_listener_change_is_refused_until_restart(self):
-        self.start(self.cfg("a"))
-        self.write(self.cfg("b", extra_listener=True))
+    def listeners_cfg(self, extra_port=None, extra_name="extra", workers=2):
+        listeners = [h.listener("public", self.port)]
+        if extra_port:
+            listeners.append(h.listener(extra_name, extra_port))
+        return h.to_yaml(h.config(
+            self.admin_port, listeners, [h.cluster("a", self.a), h.cluster("b", self.b)],
+            [{"name": "svc", "match": {"path_prefix": "/svc"}, "backend": "a"},
+             {"name": "slow", "match": {"path_prefix": "/delay"}, "backend": "a"}],
+            workers=workers, reload={"watch": False})) + "\n"
+
+    def reload_ok(self, text):
+        self.write(text)
+        r = self.tp.admin("POST", "/reload")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(json.loads(r.body)["last_reload"]["result"], "applied", r.body)
+
+    def listener_names(self):
+        return sorted((l["name"], l["port"])
+                      for l in json.loads(self.tp.admin("GET", "/listeners").body)["listeners"])
+
+    def refused(self, port):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+
+    def test_listener_added_and_removed_under_load_on_another(self):
+        self.start(self.listeners_cfg())
+        stop = threading.Event()
+        failures, done = [], [0]
+
+        def keepalive_client():
+            try:
+                with self.tp.conn(timeout=h.scaled(5)) as c:  # one connection for the whole test
+                    while not stop.is_set():
+                        r = c.request("GET", "/svc/load")
+                        if r.status != 200:
+                            failures.append(r.status)
+                        done[0] += 1
+            except Exception as e:  # a reset or a closed keep-alive connection is a failure
+                failures.append(repr(e))
+
+        def new_connection_client():
+            while not stop.is_set():
+                try:
+                    r = self.tp.get("/svc/new")
+                    if r.status != 200:
+                        failures.append(r.status)
+                    done[0] += 1
+                except Exception as e:
+                    failures.append(repr(e))
+
+        threads = [threading.Thread(target=keepalive_client) for _ in range(3)]
+        threads.append(threading.Thread(target=new_connection_client))
+        for t in threads:
+            t.start()
+        try:
+            extra = h.free_port()
+            self.reload_ok(self.listeners_cfg(extra))
+            self.assertEqual(self.listener_names(), [("extra", extra), ("public", self.port)])
+            r = h.HttpConn(extra, timeout=h.scaled(5)).request(
+                "GET", "/svc/x", headers=[("Connection", "close")])
+            self.assertEqual(r.status, 200)
+            # Connections on the listener about to go: one idle keep-alive, one mid-request.
+            idle = h.HttpConn(extra, timeout=h.scaled(5))
+            self.assertEqual(idle.request("GET", "/svc/idle").status, 200)
+            busy = socket.create_connection(("127.0.0.1", extra), timeout=h.scaled(5))
+            busy.sendall(b"GET /delay/1000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            time.sleep(0.2)
+            # Removed: stops accepting; `public` keeps its socket and its connections.
+            self.reload_ok(self.listeners_cfg())
+            h.wait_for(lambda: self.refused(extra), h.scaled(5), what="extra stops accepting")
+            self.assertEqual(self.listener_names(), [("public", self.port)])
+            # The request in flight finishes, then its connection closes; the idle one closes.
+            data = b""
+            while True:
+                chunk = busy.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            busy.close()
+            self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
+            self.assertIn(b"connection: close", data.lower())
+            idle.sock.settimeout(h.scaled(5))
+            self.assertEqual(idle.sock.recv(1), b"")
+            idle.close()
+            # Added back on the same port: accepting again.
+            self.reload_ok(self.listeners_cfg(extra, extra_name="extra-again"))
+            r = h.HttpConn(extra, timeout=h.scaled(5)).request(
+                "GET", "/svc/x", headers=[("Connection", "close")])
+            self.assertEqual(r.status, 200)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(h.scaled(10))
+        self.assertEqual(failures, [])
+        self.assertGreater(done[0], 50)
+        self.assertEqual(self.status()["generation"], 4)
+
+    def test_listener_that_cannot_bind_rejects_the_reload(self):
+        self.start(self.listeners_cfg())
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            self.write(self.listeners_cfg(port))
+            r = self.tp.admin("POST", "/reload")
+            self.assertEqual(r.status, 422, r.body)
+            st = json.loads(r.body)
+            self.assertEqual(st["generation"], 1)
+            self.assertTrue(any("listener 'extra'" in e and "Address already in use" in e
+                                for e in st["last_reload"]["errors"]), st)
+            self.assertEqual(self.listener_names(), [("public", self.port)])
+            self.assertEqual(self.served_by(), "a")
+        finally:
+            taken.close()
+
+    def test_worker_count_change_needs_a_restart(self):
+        self.start(self.listeners_cfg())
+        self.write(self.listeners_cfg(workers=3))
         r = self.tp.admin("POST", "/reload")
         self.assertEqual(r.status, 422)
         st = json.loads(r.body)
         self.assertEqual(st["generation"], 1)
-        self.assertTrue(any("listeners" in e and "restart" in e
+        self.assertTrue(any("workers" in e and "restart" in e
                             for e in st["last_reload"]["errors"]), st)
-        self.assertEqual(self.served_by(), "a")
 
     def test_keepalive_connection_uses_the_new_config_for_its_next_request(self):
         self.start(self.cfg("a"))

@@ -141,6 +141,11 @@ struct Route {
 struct ReloadSettings {
   bool watch = true;       // reload when the file (or a ConfigMap symlink swap) changes
   Duration debounce{100};  // quiet time after the last change before reloading; 1ms..1m
+  /// Generations (the current one and older ones still pinned by requests) alive at once;
+  /// over the cap, the oldest generations' requests are closed. 2..1024.
+  std::uint32_t max_live_generations = 8;
+  /// How long a superseded generation's requests may run before they are closed; 1s..24h.
+  Duration generation_drain_timeout{600'000};
 };
 
 struct AccessLog {

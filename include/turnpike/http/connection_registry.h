@@ -5,7 +5,8 @@
 
 #include <atomic>
 #include <cstddef>
-#include <unordered_set>
+#include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 namespace turnpike::http {
@@ -23,21 +24,37 @@ class ManagedConnection {
 
 class ConnectionRegistry {
  public:
-  void add(ManagedConnection* c) {
-    conns_.insert(c);
+  /// `listener` identifies the listener the connection was accepted on.
+  void add(ManagedConnection* c, std::uint64_t listener) {
+    conns_.emplace(c, listener);
+    ++per_listener_[listener];
     live_.store(conns_.size(), std::memory_order_relaxed);
   }
   void remove(ManagedConnection* c) noexcept {
-    conns_.erase(c);
+    auto it = conns_.find(c);
+    if (it == conns_.end()) return;
+    auto pl = per_listener_.find(it->second);
+    if (pl != per_listener_.end() && --pl->second == 0) per_listener_.erase(pl);
+    conns_.erase(it);
     live_.store(conns_.size(), std::memory_order_relaxed);
   }
   std::size_t size() const noexcept { return conns_.size(); }
+  /// Connections accepted on one listener.
+  std::size_t size(std::uint64_t listener) const noexcept {
+    auto it = per_listener_.find(listener);
+    return it == per_listener_.end() ? 0 : it->second;
+  }
   std::size_t live_count() const noexcept { return live_.load(std::memory_order_relaxed); }
   bool draining() const noexcept { return draining_; }
 
   void start_drain() {
     draining_ = true;
     for (ManagedConnection* c : snapshot())
+      c->shutdown_when_idle();
+  }
+  /// Drains the connections of one listener (it was removed by a reload).
+  void drain_listener(std::uint64_t listener) {
+    for (ManagedConnection* c : snapshot(listener))
       c->shutdown_when_idle();
   }
   void abort_all() {
@@ -47,9 +64,22 @@ class ConnectionRegistry {
 
  private:
   // Callbacks may remove connections; iterate over a copy.
-  std::vector<ManagedConnection*> snapshot() const { return {conns_.begin(), conns_.end()}; }
+  std::vector<ManagedConnection*> snapshot() const {
+    std::vector<ManagedConnection*> out;
+    out.reserve(conns_.size());
+    for (const auto& [c, l] : conns_)
+      out.push_back(c);
+    return out;
+  }
+  std::vector<ManagedConnection*> snapshot(std::uint64_t listener) const {
+    std::vector<ManagedConnection*> out;
+    for (const auto& [c, l] : conns_)
+      if (l == listener) out.push_back(c);
+    return out;
+  }
 
-  std::unordered_set<ManagedConnection*> conns_;
+  std::unordered_map<ManagedConnection*, std::uint64_t> conns_;
+  std::unordered_map<std::uint64_t, std::size_t> per_listener_;
   std::atomic<std::size_t> live_{0};
   bool draining_ = false;
 };

@@ -20,7 +20,8 @@ namespace turnpike::http {
 struct ConnectionInfo {
   std::string client_address;  // IP literal of the peer
   std::uint16_t client_port = 0;
-  std::string listener;  // listener name
+  std::string listener;           // listener name
+  std::uint64_t listener_id = 0;  // the bound listener (stable across reloads that keep it)
   bool tls = false;
 };
 

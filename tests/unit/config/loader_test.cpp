@@ -363,3 +363,31 @@ TEST(DemoConfig, HasTheDocumentedShape) {
 
 }  // namespace
 }  // namespace turnpike::config
+
+namespace turnpike::config {
+namespace {
+
+TEST(Load, GenerationLimits) {
+  const std::string pre = testing::kPreamble;
+  auto c = testing::expect_valid(pre);
+  EXPECT_EQ(c.reload.max_live_generations, 8u);
+  EXPECT_EQ(c.reload.generation_drain_timeout, std::chrono::minutes(10));
+  c = testing::expect_valid(pre +
+                            "reload: {max_live_generations: 3, generation_drain_timeout: 30s}\n");
+  EXPECT_EQ(c.reload.max_live_generations, 3u);
+  EXPECT_EQ(c.reload.generation_drain_timeout, std::chrono::seconds(30));
+  // The top-level shorthand.
+  c = testing::expect_valid(pre + "max_live_generations: 5\ngeneration_drain_timeout: 2m\n");
+  EXPECT_EQ(c.reload.max_live_generations, 5u);
+  EXPECT_EQ(c.reload.generation_drain_timeout, std::chrono::minutes(2));
+  testing::expect_errors(pre + "max_live_generations: 4\nreload: {max_live_generations: 4}\n",
+                         {"t.yaml:9:23: max_live_generations: also set under reload:; set it "
+                          "in one place"});
+  const auto r = load_string(pre + "reload: {max_live_generations: 1}\n", "t.yaml");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_NE(r.errors[0].to_string().find("reload.max_live_generations"), std::string::npos)
+      << r.errors[0].to_string();
+}
+
+}  // namespace
+}  // namespace turnpike::config

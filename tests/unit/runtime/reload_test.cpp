@@ -72,7 +72,7 @@ TEST_F(ReloadTest, InvalidConfigIsRejectedWithPositions) {
   EXPECT_EQ(out.errors[0], path_ + ":8:54: routes[0].backend: unknown cluster 'nosuch'");
 }
 
-TEST_F(ReloadTest, ListenerChangesNeedARestart) {
+TEST_F(ReloadTest, ListenerChangesApplyButWorkerCountNeedsARestart) {
   write("a");
   auto current = load();
   std::string text = kBase;
@@ -80,10 +80,40 @@ TEST_F(ReloadTest, ListenerChangesNeedARestart) {
   text.replace(text.find("18888"), 5, "18889");
   std::ofstream(path_) << text;
   ReloadOutcome out = prepare_reload(path_, *current);
+  EXPECT_EQ(out.result, "applied");
+  EXPECT_TRUE(out.errors.empty());
+
+  std::ofstream(path_) << "workers: 3\n" << text;
+  out = prepare_reload(path_, *current);
   EXPECT_EQ(out.result, "rejected");
   ASSERT_EQ(out.errors.size(), 1u);
-  EXPECT_NE(out.errors[0].find("listeners:"), std::string::npos) << out.errors[0];
+  EXPECT_NE(out.errors[0].find("workers:"), std::string::npos) << out.errors[0];
   EXPECT_NE(out.errors[0].find("restart"), std::string::npos) << out.errors[0];
+}
+
+TEST_F(ReloadTest, DryRunDiffsListenersClustersAndRoutes) {
+  write("a");
+  auto current = load();
+  std::string text = kBase;
+  text.replace(text.find("TARGET"), 6, "b");
+  text.replace(text.find("  - {name: a, endpoints"), 0,
+               "  - {name: c, endpoints: [\"127.0.0.1:9003\"]}\n");
+  text.replace(text.find("  - {name: public"), 0, "  - {name: extra, listen: 127.0.0.1:18890}\n");
+  const auto d = dry_run(path_, text, *current);
+  EXPECT_TRUE(d["valid"]);
+  EXPECT_FALSE(d["unchanged"]);
+  EXPECT_EQ(d["changes"]["listeners"]["added"], nlohmann::json::array({"extra"}));
+  EXPECT_EQ(d["changes"]["listeners"]["removed"], nlohmann::json::array());
+  EXPECT_EQ(d["changes"]["clusters"]["added"], nlohmann::json::array({"c"}));
+  EXPECT_EQ(d["changes"]["routes"]["changed"], nlohmann::json::array({"svc"}));
+  EXPECT_EQ(d["restart_required"], nlohmann::json::array());
+  // Nothing was applied: the file on disk is still the current config.
+  EXPECT_TRUE(dry_run(path_, "", *current)["unchanged"]);
+
+  const auto bad = dry_run(path_, "listeners: 3\n", *current);
+  EXPECT_FALSE(bad["valid"]);
+  EXPECT_FALSE(bad["errors"].empty());
+  EXPECT_FALSE(bad.contains("changes"));
 }
 
 TEST_F(ReloadTest, StatusReportsGenerationAndLastResult) {
