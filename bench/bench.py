@@ -450,6 +450,25 @@ def ratio(a, b):
     return a / b
 
 
+# bench/reload_bench.py writes its results as one block of the report, between these exact lines;
+# write_report keeps that block when it rewrites the file.
+RELOAD_BEGIN = "<!-- reload:begin -->"
+RELOAD_END = "<!-- reload:end -->"
+
+
+def reload_section(text):
+    """The RELOAD_BEGIN .. RELOAD_END block of a report, marker lines included, or None."""
+    lines = text.splitlines()
+    stripped = [line.rstrip() for line in lines]
+    if RELOAD_BEGIN not in stripped:
+        return None
+    b = stripped.index(RELOAD_BEGIN)
+    if RELOAD_END not in stripped[b:]:
+        return None
+    e = stripped.index(RELOAD_END, b)
+    return "\n".join(lines[b:e + 1])
+
+
 def write_report(s, info, vers, status, results, response_info, out_path, elapsed):
     L = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -617,9 +636,17 @@ def write_report(s, info, vers, status, results, response_info, out_path, elapse
         L.append("## Notes\n")
         L.extend(notes)
         L.append("")
+    text = "\n".join(L)
+    try:  # keep the hot-reload section (bench/reload_bench.py) of the report being replaced
+        with open(out_path) as f:
+            kept = reload_section(f.read())
+    except (FileNotFoundError, UnicodeDecodeError):
+        kept = None
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + kept + "\n"
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     with open(out_path, "w") as f:
-        f.write("\n".join(L))
+        f.write(text)
     with open(os.path.join(s.workdir, "results.json"), "w") as f:
         json.dump({"settings": {k: v for k, v in vars(s).items()}, "machine": info, "versions": vers,
                    "status": status, "results": results, "medians": meds, "responses": response_info},
