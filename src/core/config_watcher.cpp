@@ -29,9 +29,9 @@ constexpr std::uint32_t kMask =
 
 }  // namespace
 
-ConfigWatcher::ConfigWatcher(boost::asio::io_context& io, std::string path,
+ConfigWatcher::ConfigWatcher(boost::asio::io_context& io, std::vector<std::string> paths,
                              std::chrono::milliseconds debounce, std::function<void()> on_change)
-    : path_(std::move(path)),
+    : paths_(std::move(paths)),
       debounce_(debounce),
       on_change_(std::move(on_change)),
       stream_(io),
@@ -42,26 +42,39 @@ ConfigWatcher::~ConfigWatcher() {
 }
 
 std::string ConfigWatcher::start() {
-  int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd < 0) return std::string("inotify_init1: ") + std::strerror(errno);
-  std::vector<std::string> dirs{dir_of(path_)};
-  names_.push_back(base_of(path_));
-  char real[PATH_MAX];
-  if (::realpath(path_.c_str(), real)) {
-    std::string r(real);
-    if (dir_of(r) != dirs.front()) dirs.push_back(dir_of(r));
-    if (base_of(r) != names_.front()) names_.push_back(base_of(r));
-  }
-  for (const auto& d : dirs) {
-    if (::inotify_add_watch(fd, d.c_str(), kMask) < 0) {
-      std::string err = "inotify_add_watch " + d + ": " + std::strerror(errno);
-      ::close(fd);
-      return err;
-    }
-  }
-  stream_.assign(fd);
+  fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd_ < 0) return std::string("inotify_init1: ") + std::strerror(errno);
+  stream_.assign(fd_);
+  std::string err = set_paths(paths_);
   read_events();
-  return {};
+  return err;
+}
+
+std::string ConfigWatcher::set_paths(std::vector<std::string> paths) {
+  paths_ = std::move(paths);
+  if (fd_ < 0 || stopped_) return {};
+  // Directory -> entries: each path's own directory and name, and where its symlinks lead.
+  std::map<std::string, std::set<std::string>> want;
+  for (const auto& p : paths_) {
+    want[dir_of(p)].insert(base_of(p));
+    char real[PATH_MAX];
+    if (::realpath(p.c_str(), real)) want[dir_of(real)].insert(base_of(real));
+  }
+  std::map<int, std::set<std::string>> next;
+  std::string error;
+  for (const auto& [dir, names] : want) {
+    // Adding a watch on a directory already watched returns its existing descriptor.
+    int wd = ::inotify_add_watch(fd_, dir.c_str(), kMask);
+    if (wd < 0) {
+      if (error.empty()) error = "inotify_add_watch " + dir + ": " + std::strerror(errno);
+      continue;
+    }
+    next[wd].insert(names.begin(), names.end());
+  }
+  for (const auto& [wd, names] : names_)
+    if (!next.contains(wd)) ::inotify_rm_watch(fd_, wd);
+  names_ = std::move(next);
+  return error;
 }
 
 void ConfigWatcher::stop() {
@@ -69,6 +82,8 @@ void ConfigWatcher::stop() {
   boost::system::error_code ignored;
   timer_.cancel();
   if (stream_.is_open()) stream_.close(ignored);
+  fd_ = -1;
+  names_.clear();
 }
 
 void ConfigWatcher::read_events() {
@@ -86,13 +101,13 @@ void ConfigWatcher::handle(const char* data, std::size_t n) {
   while (off + sizeof(inotify_event) <= n) {
     inotify_event ev;
     std::memcpy(&ev, data + off, sizeof ev);
-    std::string_view name(data + off + sizeof(inotify_event),
-                          ::strnlen(data + off + sizeof(inotify_event), ev.len));
-    // The file itself, or Kubernetes' "..data" symlink swap in a ConfigMap volume.
-    for (const auto& want : names_)
-      if (name == want) relevant = true;
-    if (name.starts_with("..")) relevant = true;
+    std::string name(data + off + sizeof(inotify_event),
+                     ::strnlen(data + off + sizeof(inotify_event), ev.len));
     off += sizeof(inotify_event) + ev.len;
+    auto it = names_.find(ev.wd);
+    if (it == names_.end()) continue;
+    // A watched file, or Kubernetes' "..data" symlink swap in a ConfigMap volume.
+    if (it->second.contains(name) || name.starts_with("..")) relevant = true;
   }
   if (!relevant) return;
   // Debounce: editors and config management write in several steps; reload once it is quiet.

@@ -16,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
@@ -191,6 +192,32 @@ int run_server(config::Config cfg) {
     return usage;
   };
 
+  std::unique_ptr<ConfigWatcher> watcher;
+  std::function<void(const std::string&)> reload_fn;
+  auto watched_files = [&] {
+    std::vector<std::string> files{config_path};
+    for (auto& f : current()->config.referenced_files())
+      files.push_back(std::move(f));
+    return files;
+  };
+  auto sync_watcher = [&] {
+    const config::ReloadSettings& rs = current()->config.reload;
+    if (!rs.watch || draining) {
+      watcher.reset();
+      return;
+    }
+    if (watcher) {
+      watcher->set_debounce(rs.debounce);
+      if (std::string err = watcher->set_paths(watched_files()); !err.empty())
+        spdlog::warn("config watch: {}", err);
+      return;
+    }
+    watcher = std::make_unique<ConfigWatcher>(control, watched_files(), rs.debounce,
+                                              [&] { reload_fn("file"); });
+    if (std::string err = watcher->start(); !err.empty())
+      spdlog::warn("not watching {} for changes: {}", config_path, err);
+  };
+
   // Reload, on the control thread: validate completely and bind added listeners, then publish to
   // every worker. An invalid config (or a listener that cannot be bound) changes nothing.
   auto reload = [&](const std::string& trigger) {
@@ -248,6 +275,8 @@ int run_server(config::Config cfg) {
       }
       generations.add(outcome.snapshot);
       spdlog::info("reload ({}): applied generation {}", trigger, current()->generation);
+      // Not from inside the watcher's own callback: it may be replaced.
+      asio::post(control, sync_watcher);
     } else if (outcome.result == "unchanged") {
       spdlog::info("reload ({}): configuration unchanged", trigger);
     } else {
@@ -262,6 +291,7 @@ int run_server(config::Config cfg) {
     notifier.send("READY=1\nSTATUS=" + status);
     return reload_status.to_json();
   };
+  reload_fn = [&](const std::string& trigger) { reload(trigger); };
   admin::AdminServer admin(
       control, admin::AdminHooks{
                    [&] { return ready.load(); },
@@ -305,13 +335,9 @@ int run_server(config::Config cfg) {
   spdlog::info("admin on {}:{}", admin_cfg.address, admin.port());
   ready = true;
   schedule_generation_sweep();
-  // The config file is watched; a change is reloaded like SIGHUP (debounced).
-  const config::ReloadSettings& rs = current()->config.reload;
-  ConfigWatcher watcher(control, config_path, rs.debounce, [&] { reload("file"); });
-  if (rs.watch) {
-    if (std::string err = watcher.start(); !err.empty())
-      spdlog::warn("not watching {} for changes: {}", config_path, err);
-  }
+  // The config file and the files it names are watched; a change is reloaded like SIGHUP
+  // (debounced). reload.watch and reload.debounce apply anew after each reload.
+  sync_watcher();
   notifier.send("READY=1\nSTATUS=serving generation 1\nMAINPID=" + std::to_string(::getpid()));
 
   // Drain: stop accepting, let in-flight requests finish up to drain_timeout, then stop.
@@ -349,7 +375,7 @@ int run_server(config::Config cfg) {
         }
         draining = true;
         ready = false;
-        watcher.stop();
+        watcher.reset();
         notifier.send("STOPPING=1\nSTATUS=draining");
         const auto drain_timeout = current()->config.drain_timeout;
         spdlog::info("{}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",

@@ -172,6 +172,10 @@ struct Config {
   std::string digest;              // hex SHA-256 of the source text
 
   const Cluster* find_cluster(std::string_view name) const;
+  /// The files this config names and reads (certificates, keys, JWKS files), which the reload
+  /// watcher watches along with the config file itself. None of today's keys name one; TLS
+  /// (issue 4) and JWT (issue 5) add theirs here.
+  std::vector<std::string> referenced_files() const { return {}; }
 };
 
 struct LoadResult {
