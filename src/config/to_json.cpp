@@ -81,8 +81,20 @@ json route_json(const Route& r) {
 nlohmann::json to_json(const Config& config) {
   json listeners = json::array();
   for (const auto& l : config.listeners) {
-    listeners.push_back(
-        {{"name", l.name}, {"listen", l.listen}, {"limits", limits_json(l.limits)}});
+    json entry = {{"name", l.name}, {"listen", l.listen}, {"limits", limits_json(l.limits)}};
+    if (l.tls) {
+      json certs = json::array();
+      for (const auto& c : l.tls->certificates)
+        certs.push_back({{"cert", c.cert}, {"key", c.key}});
+      entry["tls"] = {{"certificates", certs},
+                      {"min_version", l.tls->min_version},
+                      {"ciphers", l.tls->ciphers},
+                      {"client_ca", l.tls->client_ca},
+                      {"require_client_cert", l.tls->require_client_cert},
+                      {"forward_client_cert", l.tls->forward_client_cert},
+                      {"session_tickets", l.tls->session_tickets}};
+    }
+    listeners.push_back(std::move(entry));
   }
   json clusters = json::array();
   for (const auto& c : config.clusters) {

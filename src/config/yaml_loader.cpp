@@ -15,6 +15,7 @@
 #include "config/address.h"
 #include "config/diagnostics.h"
 #include "config/digest.h"
+#include "config/tls_files.h"
 #include "config/units.h"
 #include "config/validate.h"
 #include "turnpike/config/config.h"
@@ -158,6 +159,7 @@ class Loader {
                       std::string& address, std::uint16_t& port);
   void load_listeners(const Value& v, Config& c);
   void load_limits(const Value& v, Limits& limits);
+  void load_listener_tls(const Value& v, ListenerTls& tls);
   void load_clusters(const Value& v, Config& c);
   std::optional<Endpoint> load_endpoint(const Value& v);
   void load_routes(const Value& v, Config& c);
@@ -472,7 +474,7 @@ void Loader::load_listeners(const Value& v, Config& c) {
     Listener l;
     l.loc = item.loc;
     l.name = "listener-" + std::to_string(i);
-    const auto f = fields(item, {"name", "listen", "limits"});
+    const auto f = fields(item, {"name", "listen", "limits", "tls"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) l.name = std::move(*s);
@@ -483,7 +485,64 @@ void Loader::load_listeners(const Value& v, Config& c) {
       error(item, "missing required key 'listen'");
     }
     if (const auto* lim = f->get("limits")) load_limits(*lim, l.limits);
+    if (const auto* t = f->get("tls")) load_listener_tls(*t, l.tls.emplace());
     c.listeners.push_back(std::move(l));
+  }
+}
+
+// The files are read and checked later (tls_files.cpp), once the whole config is loaded.
+void Loader::load_listener_tls(const Value& v, ListenerTls& tls) {
+  const auto f = fields(v, {"certificates", "min_version", "ciphers", "client_ca",
+                            "require_client_cert", "forward_client_cert", "session_tickets"});
+  if (!f) return;
+  if (const auto* certs = f->get("certificates")) {
+    if (const auto items = list(*certs)) {
+      if (items->empty()) error(*certs, "at least one certificate is required");
+      for (const Value& item : *items) {
+        TlsCertificate tc;
+        const auto cf = fields(item, {"cert", "key"});
+        if (!cf) continue;
+        for (const char* key : {"cert", "key"}) {
+          std::string& out = std::string_view(key) == "cert" ? tc.cert : tc.key;
+          if (const auto* p = cf->get(key)) {
+            if (auto str = string(*p)) out = std::move(*str);
+          } else {
+            error(item, std::string("missing required key '") + key + "'");
+          }
+        }
+        tls.certificates.push_back(std::move(tc));
+      }
+    }
+  } else {
+    error(v, "missing required key 'certificates'");
+  }
+  if (const auto* mv = f->get("min_version")) {
+    if (auto str = string(*mv)) {
+      if (*str == "1.2" || *str == "1.3")
+        tls.min_version = *str;
+      else
+        error(*mv, "expected \"1.2\" or \"1.3\", got '" + *str + "'");
+    }
+  }
+  if (const auto* c = f->get("ciphers")) {
+    if (auto str = string(*c)) tls.ciphers = std::move(*str);
+  }
+  if (const auto* c = f->get("client_ca")) {
+    if (auto str = string(*c)) tls.client_ca = std::move(*str);
+  }
+  for (const char* key : {"require_client_cert", "forward_client_cert", "session_tickets"}) {
+    if (const auto* b = f->get(key)) {
+      if (const auto val = boolean(*b)) {
+        const std::string_view k = key;
+        (k == "require_client_cert"   ? tls.require_client_cert
+         : k == "forward_client_cert" ? tls.forward_client_cert
+                                      : tls.session_tickets) = *val;
+      }
+    }
+  }
+  if (tls.require_client_cert && tls.client_ca.empty()) {
+    if (const auto* b = f->get("require_client_cert"))
+      error(*b, "needs client_ca: the CA that signs the client certificates");
   }
 }
 
@@ -948,7 +1007,15 @@ LoadResult load_string(const std::string& yaml, const std::string& file_name) {
   // A route whose match failed to load looks broader than written: only judge valid configs.
   if (!diag.has_errors()) warn_shadowed_routes(config, diag);
   config.source_file = file_name;
-  config.digest = sha256_hex(yaml);
+  // The files the config names are part of it: their content goes into the digest.
+  std::string identity = yaml;
+  for (const auto& [path, digest] : check_referenced_files(config, diag)) {
+    identity += '\0';
+    identity += path;
+    identity += '\0';
+    identity += digest;
+  }
+  config.digest = sha256_hex(identity);
   return finish(diag, std::move(config));
 }
 

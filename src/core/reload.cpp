@@ -98,7 +98,13 @@ ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current) {
     out.result = "rejected";
     return out;
   }
-  out.snapshot = std::make_shared<const Snapshot>(std::move(next), current.generation + 1);
+  try {
+    out.snapshot = std::make_shared<const Snapshot>(std::move(next), current.generation + 1);
+  } catch (const std::exception& e) {
+    out.result = "rejected";
+    out.errors.push_back(path + ": " + e.what());
+    return out;
+  }
   out.result = "applied";
   return out;
 }

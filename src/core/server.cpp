@@ -109,7 +109,14 @@ int run_server(config::Config cfg) {
   const std::string log_path = cfg.access_log.path;
   const std::string config_path = cfg.source_file;
   const config::Admin admin_cfg = cfg.admin;
-  Generations generations(std::make_shared<const Snapshot>(std::move(cfg), 1));
+  SnapshotPtr first;
+  try {
+    first = std::make_shared<const Snapshot>(std::move(cfg), 1);
+  } catch (const std::exception& e) {
+    spdlog::error("{}: {}", config_path, e.what());
+    return 1;
+  }
+  Generations generations(std::move(first));
   // The snapshot in force; also referenced by `generations`, which holds every live one.
   auto current = [&]() -> const SnapshotPtr& { return generations.current(); };
   ReloadStatus reload_status(*current());

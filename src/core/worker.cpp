@@ -17,6 +17,7 @@
 #include "http1/server_connection.h"
 #include "proxy/proxy.h"
 #include "proxy/worker_context.h"
+#include "tls/server_context.h"
 
 namespace turnpike::core {
 
@@ -112,10 +113,56 @@ struct Worker::Impl {
       info.client_port = remote.port();
       info.listener = cfg->name;
       info.listener_id = l.socket.id;
+      const auto& snap = ctx.current();
+      const std::size_t li = static_cast<std::size_t>(cfg - snap.config.listeners.data());
+      if (const auto& tls = snap.listener_tls[li]) {
+        asio::co_spawn(io, tls_handshake(std::move(socket), tls, cfg->limits, std::move(info)),
+                       asio::detached);
+        continue;
+      }
       auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), cfg->limits,
                                                             std::move(info), proxy, ctx.registry());
       conn->start();
     }
+  }
+
+  // TLS: the handshake runs under the listener's header_timeout, then the connection is served
+  // like a cleartext one. (ALPN offers http/1.1 only until the HTTP/2 codec lands.)
+  asio::awaitable<void> tls_handshake(tcp::socket socket, std::shared_ptr<tls::ServerContext> tls,
+                                      config::Limits limits, http::ConnectionInfo info) {
+    auto stream =
+        std::make_unique<http1::ServerConnection::TlsStream>(std::move(socket), tls->context());
+    auto expired = std::make_shared<bool>(false);
+    asio::steady_timer timer(io);
+    timer.expires_after(limits.header_timeout);
+    tcp::socket* raw = &stream->next_layer();
+    timer.async_wait([expired, raw](const boost::system::error_code& ec) {
+      if (ec) return;  // cancelled: the handshake finished first (raw may be gone by now)
+      *expired = true;
+      boost::system::error_code ignored;
+      raw->cancel(ignored);
+    });
+    auto [ec] = co_await stream->async_handshake(asio::ssl::stream_base::server, kAwait);
+    timer.cancel();
+    if (ec) {
+      spdlog::debug("worker {}: TLS handshake with {} failed: {}", index, info.client_address,
+                    *expired ? "timed out" : ec.message());
+      co_return;
+    }
+    SSL* ssl = stream->native_handle();
+    info.tls = true;
+    info.tls_version = SSL_get_version(ssl);
+    if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) info.sni = sni;
+    if (auto peer = tls::peer_certificate(ssl)) {
+      info.client_cert_xfcc = peer->xfcc();
+      info.client_cert_subject = std::move(peer->subject);
+      info.client_cert_dns = std::move(peer->dns);
+      info.client_cert_uri = std::move(peer->uri);
+    }
+    info.forward_client_cert = tls->settings().forward_client_cert;
+    auto conn = std::make_shared<http1::ServerConnection>(std::move(stream), limits,
+                                                          std::move(info), proxy, ctx.registry());
+    conn->start();
   }
 
   void start_listener(std::shared_ptr<Listener> l) {

@@ -46,6 +46,20 @@ ServerConnection::ServerConnection(tcp::socket&& socket, const config::Limits& l
   registry_.add(this, info_.listener_id);
 }
 
+ServerConnection::ServerConnection(std::unique_ptr<TlsStream> tls, const config::Limits& limits,
+                                   http::ConnectionInfo info, http::StreamHandler& handler,
+                                   http::ConnectionRegistry& registry)
+    : socket_(tls->get_executor()),
+      tls_(std::move(tls)),
+      limits_(limits),
+      info_(std::move(info)),
+      handler_(handler),
+      registry_(registry),
+      deadline_(socket_.get_executor()) {
+  out_.reserve(1024);
+  registry_.add(this, info_.listener_id);
+}
+
 ServerConnection::~ServerConnection() {
   registry_.remove(this);
 }
@@ -53,9 +67,9 @@ ServerConnection::~ServerConnection() {
 void ServerConnection::start() {
   deadline_.bind(weak_from_this(), [this] {
     error_code ignored;
-    socket_.cancel(ignored);
+    lowest().cancel(ignored);
   });
-  asio::co_spawn(socket_.get_executor(), run(), [](std::exception_ptr e) {
+  asio::co_spawn(lowest().get_executor(), run(), [](std::exception_ptr e) {
     if (e) {
       try {
         std::rethrow_exception(e);
@@ -70,7 +84,7 @@ void ServerConnection::shutdown_when_idle() noexcept {
   drain_requested_ = true;
   if (state_ == State::Idle) {
     error_code ignored;
-    socket_.cancel(ignored);
+    lowest().cancel(ignored);
   }
 }
 
@@ -87,15 +101,20 @@ void ServerConnection::close() noexcept {
   state_ = State::Closed;
   deadline_.cancel();
   error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  lowest().shutdown(tcp::socket::shutdown_both, ignored);
+  lowest().close(ignored);
 }
 
 asio::awaitable<error_code> ServerConnection::read_more() {
   const std::size_t room = buffer_.max_size() - buffer_.size();
   if (room == 0) co_return bhttp::error::buffer_overflow;
-  auto [ec, n] =
-      co_await socket_.async_read_some(buffer_.prepare(std::min(room, kReadChunk)), kAwait);
+  const auto space = buffer_.prepare(std::min(room, kReadChunk));
+  error_code ec;
+  std::size_t n = 0;
+  if (tls_)
+    std::tie(ec, n) = co_await tls_->async_read_some(space, kAwait);
+  else
+    std::tie(ec, n) = co_await socket_.async_read_some(space, kAwait);
   if (ec) {
     if (deadline_.expired()) co_return asio::error::timed_out;
     co_return ec;
@@ -107,7 +126,12 @@ asio::awaitable<error_code> ServerConnection::read_more() {
 
 asio::awaitable<error_code> ServerConnection::write(std::span<const asio::const_buffer> bufs) {
   deadline_.expires_after(limits_.body_timeout);
-  auto [ec, n] = co_await asio::async_write(socket_, bufs, kAwait);
+  error_code ec;
+  std::size_t n = 0;
+  if (tls_)
+    std::tie(ec, n) = co_await asio::async_write(*tls_, bufs, kAwait);
+  else
+    std::tie(ec, n) = co_await asio::async_write(socket_, bufs, kAwait);
   deadline_.clear();
   tx_ += n;
   if (ec && deadline_.expired()) co_return asio::error::timed_out;
@@ -275,7 +299,7 @@ asio::awaitable<void> ServerConnection::reply_error(int status, std::string_view
   close_after_ = true;
   // Let the client read the answer before the close (a RST could discard it).
   error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_send, ignored);
+  lowest().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
 asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out) {

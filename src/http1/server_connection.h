@@ -9,6 +9,7 @@
 #include <string>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include "http1/parser.h"
@@ -23,7 +24,13 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
                                public http::ManagedConnection,
                                private http::ServerStream {
  public:
+  using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+
   ServerConnection(boost::asio::ip::tcp::socket&& socket, const config::Limits& limits,
+                   http::ConnectionInfo info, http::StreamHandler& handler,
+                   http::ConnectionRegistry& registry);
+  /// Over TLS: `tls` has completed its handshake.
+  ServerConnection(std::unique_ptr<TlsStream> tls, const config::Limits& limits,
                    http::ConnectionInfo info, http::StreamHandler& handler,
                    http::ConnectionRegistry& registry);
   ~ServerConnection();
@@ -60,7 +67,10 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   std::uint64_t bytes_received() const noexcept override { return rx_; }
   std::uint64_t bytes_sent() const noexcept override { return tx_; }
 
-  boost::asio::ip::tcp::socket socket_;
+  boost::asio::ip::tcp::socket& lowest() noexcept { return tls_ ? tls_->next_layer() : socket_; }
+
+  boost::asio::ip::tcp::socket socket_;  // cleartext (unused with TLS)
+  std::unique_ptr<TlsStream> tls_;
   config::Limits limits_;
   http::ConnectionInfo info_;
   http::StreamHandler& handler_;

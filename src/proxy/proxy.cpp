@@ -221,6 +221,9 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
     if (!chain_cfg.empty()) {
       filter_run = std::make_unique<FilterRun>(chain_cfg, ctx_.executor());
       filter_run->ctx.client_address = s.connection().client_address;
+      filter_run->ctx.tls_client_subject = s.connection().client_cert_subject;
+      filter_run->ctx.tls_client_dns = s.connection().client_cert_dns;
+      filter_run->ctx.tls_client_uri = s.connection().client_cert_uri;
       filter_run->ctx.request_id = x.request_id;
       filter_run->ctx.route = x.route;
       answered = co_await run_request_filters(*filter_run, req, rc.timeout, x.request_id);
@@ -267,6 +270,12 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
             req.headers.add("X-Forwarded-For", client);
           }
           req.headers.set("X-Forwarded-Proto", s.connection().tls ? "https" : "http");
+          if (s.connection().forward_client_cert) {
+            // Only Turnpike vouches for a client certificate: never pass on a client's claim.
+            req.headers.remove("x-forwarded-client-cert");
+            if (!s.connection().client_cert_xfcc.empty())
+              req.headers.add("X-Forwarded-Client-Cert", s.connection().client_cert_xfcc);
+          }
           if (!req.authority.empty()) req.headers.set("X-Forwarded-Host", req.authority);
           req.headers.remove("expect");
           if (rc.rewrite.host) req.headers.set("Host", *rc.rewrite.host);

@@ -51,12 +51,31 @@ struct Limits {
 };
 
 /// `listeners[]`: at least one. `listen` is an IP literal and port; port 0 = any free port.
+/// `listeners[].tls.certificates[]`: a PEM certificate (chain) and its private key. Relative
+/// paths are resolved against the config file's directory.
+struct TlsCertificate {
+  std::string cert;
+  std::string key;
+};
+
+/// `listeners[].tls`: TLS termination. The files are read and checked when the config loads.
+struct ListenerTls {
+  std::vector<TlsCertificate> certificates;  // the first is the default (no SNI or no match)
+  std::string min_version = "1.2";           // "1.2" | "1.3"
+  std::string ciphers;                       // TLS 1.2 cipher list; empty: the safe default
+  std::string client_ca;                     // verify client certificates against this CA
+  bool require_client_cert = false;          // with client_ca: refuse clients without one
+  bool forward_client_cert = false;          // send X-Forwarded-Client-Cert upstream
+  bool session_tickets = true;               // resumption with tickets (rotating keys)
+};
+
 struct Listener {
   std::string name;     // default "listener-N" (N = index); unique
   std::string listen;   // as written, "0.0.0.0:8080" or "[::1]:8080"
   std::string address;  // IP literal
   std::uint16_t port = 0;
   Limits limits;
+  std::optional<ListenerTls> tls;
   SourceLoc loc;
 };
 
@@ -172,10 +191,10 @@ struct Config {
   std::string digest;              // hex SHA-256 of the source text
 
   const Cluster* find_cluster(std::string_view name) const;
-  /// The files this config names and reads (certificates, keys, JWKS files), which the reload
-  /// watcher watches along with the config file itself. None of today's keys name one; TLS
-  /// (issue 4) and JWT (issue 5) add theirs here.
-  std::vector<std::string> referenced_files() const { return {}; }
+  /// The files this config names and reads (certificates, keys, CA bundles; JWKS files with
+  /// JWT), which the reload watcher watches along with the config file itself. Their content is
+  /// part of `digest`, so a changed certificate is a changed config.
+  std::vector<std::string> referenced_files() const;
 };
 
 struct LoadResult {

@@ -11,15 +11,17 @@
 #include "turnpike/filters/filter.h"
 #include "turnpike/router/route_table.h"
 
+namespace turnpike::tls {
+class ServerContext;
+}
+
 namespace turnpike::core {
 
 struct Snapshot {
-  explicit Snapshot(config::Config&& cfg, std::uint64_t gen)
-      : config(std::move(cfg)),
-        routes(config),
-        route_filters(config.routes.size()),
-        generation(gen),
-        loaded_at(std::chrono::system_clock::now()) {}
+  /// Builds everything the config compiles to; throws std::runtime_error when a part cannot be
+  /// built (a TLS context whose files changed since they were checked, say).
+  explicit Snapshot(config::Config&& cfg, std::uint64_t gen);
+  ~Snapshot();
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
 
@@ -27,6 +29,8 @@ struct Snapshot {
   const router::RouteTable routes;  // points into `config`
   /// The filter chain each route runs, indexed like routes (empty until filter types exist).
   const std::vector<filters::FilterChain> route_filters;
+  /// TLS termination per listener, indexed like config.listeners (null: cleartext).
+  std::vector<std::shared_ptr<tls::ServerContext>> listener_tls;
   const std::uint64_t generation;
   const std::chrono::system_clock::time_point loaded_at;
 };

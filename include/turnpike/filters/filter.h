@@ -23,6 +23,9 @@ enum class Status : std::uint8_t {
 /// client address...). Grows with the filter issue; owned by the stream.
 struct RequestContext {
   std::string client_address;
+  std::string tls_client_subject;  // the verified client certificate's subject (RFC 2253), or ""
+  std::vector<std::string> tls_client_dns;  // its SAN DNS names
+  std::vector<std::string> tls_client_uri;  // its SAN URIs
   std::string request_id;
   std::string route;
   std::string consumer;

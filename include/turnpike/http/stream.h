@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
@@ -23,6 +24,16 @@ struct ConnectionInfo {
   std::string listener;           // listener name
   std::uint64_t listener_id = 0;  // the bound listener (stable across reloads that keep it)
   bool tls = false;
+  std::string tls_version;  // "TLSv1.3" ...
+  std::string sni;          // the server name the client asked for
+  /// A verified client certificate (mTLS): subject (RFC 2253) and SAN names.
+  std::string client_cert_subject;
+  std::vector<std::string> client_cert_dns;
+  std::vector<std::string> client_cert_uri;
+  /// The listener forwards the client certificate as X-Forwarded-Client-Cert (and strips any
+  /// the client sent); the element to send, empty without a verified certificate.
+  bool forward_client_cert = false;
+  std::string client_cert_xfcc;
 };
 
 struct BodyRead {
