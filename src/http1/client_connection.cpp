@@ -194,14 +194,18 @@ http::BodyRead ClientConnection::read_buffered_body(std::span<char> out) {
     return r;
   }
   parser_->set_output(out);
-  if (buffer_.size() > 0) {
+  // Parse until body bytes come out, the body ends, or the buffer holds nothing more the parser
+  // can take (a put may consume only framing, such as a chunk header).
+  while (buffer_.size() > 0) {
     error_code ec;
     std::size_t n = parser_->put(buffer_.data(), ec);
     buffer_.consume(n);
     if (ec && ec != bhttp::error::need_more && ec != bhttp::error::need_buffer) {
       failed_ = true;
       r.ec = ec;
+      break;
     }
+    if (n == 0 || parser_->produced() > 0 || parser_->is_done()) break;
   }
   r.bytes = parser_->produced();
   r.last = parser_->is_done();

@@ -328,6 +328,9 @@ asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out)
         r.bytes = parser_->produced();
         co_return r;
       }
+      if (parser_->produced() > 0 || parser_->is_done()) break;
+      // The parser took framing only (a chunk header, say): what is buffered may hold more.
+      if (n > 0) continue;
     }
     if (parser_->produced() > 0 || parser_->is_done()) break;
     deadline_.expires_after(limits_.body_timeout);

@@ -99,6 +99,28 @@ class Http1Test(h.TurnpikeCase):
             # The connection is still in sync.
             self.assertEqual(c.request("GET", "/after").json()["path"], "/after")
 
+    def test_small_chunked_bodies_sent_with_the_head(self):
+        # The whole message arrives in one read: the parser first takes only the chunk header,
+        # and the body must still be read from what is buffered (this used to hang).
+        for sizes in ((10,), (100,), (16000,), (20000, 3), (3, 20000), (40000, 100), (1, 1, 1)):
+            pieces = [os.urandom(n) for n in sizes]
+            whole = b"".join(pieces)
+            with self.conn() as c:
+                c.send(h.build_request("POST", "/chunked", [("Transfer-Encoding", "chunked")]) +
+                       h.chunked(pieces))
+                r = c.read_response()
+                self.assertEqual(r.status, 200, sizes)
+                self.assertEqual(r.json()["body_bytes"], len(whole), sizes)
+                self.assertEqual(r.json()["body_sha256"], hashlib.sha256(whole).hexdigest())
+
+    def test_small_chunked_responses(self):
+        # The upstream's whole chunked response arrives in one read, too.
+        with self.conn() as c:
+            for n in (1, 10, 100, 5000, 70000):
+                r = c.request("GET", "/bytes/%d?chunked=1" % n)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(len(r.body), n)
+
     def test_expect_100_continue_raw(self):
         body = os.urandom(100000)
         head = h.build_request("POST", "/expect", [("Expect", "100-continue"),
