@@ -60,6 +60,34 @@ std::vector<X509Ptr> certificates(const std::string& pem) {
   return out;
 }
 
+// A certificate (chain) and its private key; `at` is the key path prefix ("...tls.").
+void check_pair(const std::string& cert, const std::string& key_path, const std::string& at,
+                Diagnostics& diag, std::vector<std::pair<std::string, std::string>>& digests) {
+  const auto cert_pem = read(cert, at + "cert", diag);
+  const auto key_pem = read(key_path, at + "key", diag);
+  if (cert_pem) digests.emplace_back(cert, sha256_hex(*cert_pem));
+  if (key_pem) digests.emplace_back(key_path, sha256_hex(*key_pem));
+  if (!cert_pem || !key_pem) return;
+  const auto chain = certificates(*cert_pem);
+  if (chain.empty()) {
+    diag.error(at + "cert", diag.loc(at + "cert"), "'" + cert + "' holds no PEM certificate");
+    return;
+  }
+  BioPtr bio(BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())));
+  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  ERR_clear_error();
+  if (!key) {
+    diag.error(at + "key", diag.loc(at + "key"),
+               "'" + key_path + "' holds no PEM private key (encrypted keys are not supported)");
+    return;
+  }
+  if (X509_check_private_key(chain.front().get(), key.get()) != 1) {
+    ERR_clear_error();
+    diag.error(at + "key", diag.loc(at + "key"),
+               "'" + key_path + "' does not match the certificate in '" + cert + "'");
+  }
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> check_referenced_files(Config& config,
@@ -79,30 +107,7 @@ std::vector<std::pair<std::string, std::string>> check_referenced_files(Config& 
       if (tc.cert.empty() || tc.key.empty()) continue;  // reported by the loader
       resolve(tc.cert);
       resolve(tc.key);
-      const auto cert_pem = read(tc.cert, at + "cert", diag);
-      const auto key_pem = read(tc.key, at + "key", diag);
-      if (cert_pem) digests.emplace_back(tc.cert, sha256_hex(*cert_pem));
-      if (key_pem) digests.emplace_back(tc.key, sha256_hex(*key_pem));
-      if (!cert_pem || !key_pem) continue;
-      const auto chain = certificates(*cert_pem);
-      if (chain.empty()) {
-        diag.error(at + "cert", diag.loc(at + "cert"),
-                   "'" + tc.cert + "' holds no PEM certificate");
-        continue;
-      }
-      BioPtr bio(BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())));
-      PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-      ERR_clear_error();
-      if (!key) {
-        diag.error(at + "key", diag.loc(at + "key"),
-                   "'" + tc.key + "' holds no PEM private key (encrypted keys are not supported)");
-        continue;
-      }
-      if (X509_check_private_key(chain.front().get(), key.get()) != 1) {
-        ERR_clear_error();
-        diag.error(at + "key", diag.loc(at + "key"),
-                   "'" + tc.key + "' does not match the certificate in '" + tc.cert + "'");
-      }
+      check_pair(tc.cert, tc.key, at, diag, digests);
     }
     if (!tls->client_ca.empty()) {
       resolve(tls->client_ca);
@@ -113,6 +118,23 @@ std::vector<std::pair<std::string, std::string>> check_referenced_files(Config& 
           diag.error(key, diag.loc(key), "'" + tls->client_ca + "' holds no PEM certificate");
       }
     }
+  }
+  for (std::size_t ci = 0; ci < config.clusters.size(); ++ci) {
+    auto& tls = config.clusters[ci].tls;
+    if (!tls) continue;
+    const std::string at = "clusters[" + std::to_string(ci) + "].tls.";
+    if (!tls->ca.empty()) {
+      resolve(tls->ca);
+      if (const auto pem = read(tls->ca, at + "ca", diag)) {
+        digests.emplace_back(tls->ca, sha256_hex(*pem));
+        if (certificates(*pem).empty())
+          diag.error(at + "ca", diag.loc(at + "ca"), "'" + tls->ca + "' holds no PEM certificate");
+      }
+    }
+    if (tls->cert.empty() || tls->key.empty()) continue;
+    resolve(tls->cert);
+    resolve(tls->key);
+    check_pair(tls->cert, tls->key, at, diag, digests);
   }
   return digests;
 }
@@ -126,6 +148,11 @@ std::vector<std::string> Config::referenced_files() const {
       out.push_back(c.key);
     }
     if (!l.tls->client_ca.empty()) out.push_back(l.tls->client_ca);
+  }
+  for (const auto& c : clusters) {
+    if (!c.tls) continue;
+    for (const std::string* f : {&c.tls->ca, &c.tls->cert, &c.tls->key})
+      if (!f->empty()) out.push_back(*f);
   }
   return out;
 }

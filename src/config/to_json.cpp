@@ -102,12 +102,19 @@ nlohmann::json to_json(const Config& config) {
     for (const auto& e : c.endpoints) {
       endpoints.push_back({{"address", e.written}, {"weight", e.weight}});
     }
-    clusters.push_back({{"name", c.name},
-                        {"endpoints", std::move(endpoints)},
-                        {"connect_timeout", format_duration(c.connect_timeout)},
-                        {"max_idle_per_endpoint", c.max_idle_per_endpoint},
-                        {"idle_timeout", format_duration(c.idle_timeout)},
-                        {"lb_policy", c.lb_policy}});
+    json entry = {{"name", c.name},
+                  {"endpoints", std::move(endpoints)},
+                  {"connect_timeout", format_duration(c.connect_timeout)},
+                  {"max_idle_per_endpoint", c.max_idle_per_endpoint},
+                  {"idle_timeout", format_duration(c.idle_timeout)},
+                  {"lb_policy", c.lb_policy}};
+    if (c.tls)
+      entry["tls"] = {{"ca", c.tls->ca},
+                      {"server_name", c.tls->server_name},
+                      {"cert", c.tls->cert},
+                      {"key", c.tls->key},
+                      {"verify", c.tls->verify}};
+    clusters.push_back(std::move(entry));
   }
   json routes = json::array();
   for (const auto& r : config.routes)

@@ -577,7 +577,7 @@ void Loader::load_clusters(const Value& v, Config& c) {
     Cluster cl;
     cl.loc = item.loc;
     const auto f = fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
-                                 "idle_timeout", "lb_policy"});
+                                 "idle_timeout", "lb_policy", "tls"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) cl.name = std::move(*s);
@@ -605,6 +605,23 @@ void Loader::load_clusters(const Value& v, Config& c) {
           error(*p, "unsupported lb_policy '" + *s + "' (supported: round_robin)" +
                         did_you_mean(*s, {"round_robin"}));
         }
+      }
+    }
+    if (const auto* t = f->get("tls")) {
+      ClusterTls& tls = cl.tls.emplace();
+      if (const auto tf = fields(*t, {"ca", "server_name", "cert", "key", "verify"})) {
+        for (auto [key, out] :
+             {std::pair{"ca", &tls.ca}, std::pair{"server_name", &tls.server_name},
+              std::pair{"cert", &tls.cert}, std::pair{"key", &tls.key}}) {
+          if (const auto* tv = tf->get(key)) {
+            if (auto str = string(*tv)) *out = std::move(*str);
+          }
+        }
+        if (const auto* tv = tf->get("verify")) {
+          if (const auto b = boolean(*tv)) tls.verify = *b;
+        }
+        if (tls.cert.empty() != tls.key.empty())
+          error(*t, "cert and key go together (a client certificate needs its key)");
       }
     }
     c.clusters.push_back(std::move(cl));
@@ -1010,6 +1027,7 @@ LoadResult load_string(const std::string& yaml, const std::string& file_name) {
   // The files the config names are part of it: their content goes into the digest.
   std::string identity = yaml;
   for (const auto& [path, digest] : check_referenced_files(config, diag)) {
+    config.file_digests[path] = digest;
     identity += '\0';
     identity += path;
     identity += '\0';

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "tls/client_context.h"
 #include "tls/server_context.h"
 
 namespace turnpike::core {
@@ -20,6 +21,17 @@ Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
       listener_tls[i] = std::make_shared<tls::ServerContext>(*l.tls);
     } catch (const std::exception& e) {
       throw std::runtime_error("listeners[" + std::to_string(i) + "].tls ('" + l.name +
+                               "'): " + e.what());
+    }
+  }
+  cluster_tls.resize(config.clusters.size());
+  for (std::size_t i = 0; i < config.clusters.size(); ++i) {
+    const auto& c = config.clusters[i];
+    if (!c.tls) continue;
+    try {
+      cluster_tls[i] = std::make_shared<tls::ClientContext>(*c.tls);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("clusters[" + std::to_string(i) + "].tls ('" + c.name +
                                "'): " + e.what());
     }
   }

@@ -1,5 +1,9 @@
 #include "http1/client_connection.h"
 
+#include <spdlog/spdlog.h>
+
+#include "tls/client_context.h"
+
 #include <sys/socket.h>
 
 #include <array>
@@ -40,35 +44,55 @@ ClientConnection::~ClientConnection() {
 void ClientConnection::init() {
   deadline_.bind(weak_from_this(), [this] {
     error_code ignored;
-    socket_.cancel(ignored);
+    lowest().cancel(ignored);
   });
 }
 
 void ClientConnection::close() noexcept {
   deadline_.cancel();
   error_code ignored;
-  if (socket_.is_open()) {
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+  if (lowest().is_open()) {
+    lowest().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().close(ignored);
   }
 }
 
 asio::awaitable<error_code> ClientConnection::connect(const tcp::endpoint& ep,
-                                                      std::chrono::milliseconds timeout) {
+                                                      std::chrono::milliseconds timeout,
+                                                      tls::ClientContext* tls,
+                                                      const std::string& tls_name) {
   peer_ = ep;
   deadline_.expires_after(timeout);
   auto [ec] = co_await socket_.async_connect(ep, kAwait);
-  deadline_.clear();
   if (ec) {
+    deadline_.clear();
     failed_ = true;
     co_return deadline_.expired() ? error_code(asio::error::timed_out) : ec;
   }
   socket_.set_option(tcp::no_delay(true), ec);
+  if (tls) {
+    tls_ = std::make_unique<TlsStream>(std::move(socket_), tls->context());
+    tls::prepare_client(tls_->native_handle(), tls_name, tls->settings().verify);
+    auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, kAwait);
+    if (hec) {
+      failed_ = true;
+      const bool timed_out = deadline_.expired();
+      deadline_.clear();
+      spdlog::warn("upstream TLS handshake with {} (as '{}') failed: {}",
+                   ep.address().to_string() + ":" + std::to_string(ep.port()), tls_name,
+                   timed_out ? "timed out" : tls::client_failure(tls_->native_handle(), hec));
+      co_return timed_out ? error_code(asio::error::timed_out) : hec;
+    }
+  }
+  deadline_.clear();
   co_return error_code{};
 }
 
 bool ClientConnection::still_alive() noexcept {
-  if (!socket_.is_open()) return false;
+  if (!lowest().is_open()) return false;
+  // Over TLS, bytes may arrive unasked (TLS 1.3 session tickets) and cannot be told apart from
+  // a close here: rely on the idle timeout and the proxy's retry of a stale connection instead.
+  if (tls_) return true;
   char c;
   ssize_t n = ::recv(socket_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0) return false;  // orderly close
@@ -79,7 +103,13 @@ bool ClientConnection::still_alive() noexcept {
 asio::awaitable<error_code> ClientConnection::write(std::span<const asio::const_buffer> bufs,
                                                     std::chrono::milliseconds timeout) {
   deadline_.expires_after(timeout);
-  auto [ec, n] = co_await asio::async_write(socket_, bufs, kAwait);
+  error_code ec;
+  std::size_t n = 0;
+  if (tls_)
+    std::tie(ec, n) = co_await asio::async_write(*tls_, bufs, kAwait);
+  else
+    std::tie(ec, n) = co_await asio::async_write(socket_, bufs, kAwait);
+  (void)n;
   deadline_.clear();
   if (ec) {
     failed_ = true;
@@ -92,8 +122,13 @@ asio::awaitable<error_code> ClientConnection::read_more(std::chrono::millisecond
   const std::size_t room = buffer_.max_size() - buffer_.size();
   if (room == 0) co_return bhttp::error::header_limit;
   deadline_.expires_after(timeout);
-  auto [ec, n] =
-      co_await socket_.async_read_some(buffer_.prepare(std::min(room, kReadChunk)), kAwait);
+  const auto space = buffer_.prepare(std::min(room, kReadChunk));
+  error_code ec;
+  std::size_t n = 0;
+  if (tls_)
+    std::tie(ec, n) = co_await tls_->async_read_some(space, kAwait);
+  else
+    std::tie(ec, n) = co_await socket_.async_read_some(space, kAwait);
   deadline_.clear();
   if (ec) {
     failed_ = true;
@@ -236,7 +271,7 @@ asio::awaitable<http::BodyRead> ClientConnection::read_body(std::span<char> out,
 bool ClientConnection::reusable() const noexcept {
   return !failed_ && request_done_ && parser_ && parser_->is_done() &&
          !parser_->connection_close() && parser_->version() == 11 && buffer_.size() == 0 &&
-         socket_.is_open();
+         lowest().is_open();
 }
 
 }  // namespace turnpike::http1

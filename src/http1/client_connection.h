@@ -11,12 +11,17 @@
 #include <string>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include "http1/parser.h"
 #include "support/deadline.h"
 #include "turnpike/http/message.h"
 #include "turnpike/http/stream.h"
+
+namespace turnpike::tls {
+class ClientContext;
+}
 
 namespace turnpike::http1 {
 
@@ -30,8 +35,11 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   /// Call once, right after construction by make_shared.
   void init();
 
+  /// Connects; with `tls`, also completes a TLS handshake verifying the backend as `tls_name`
+  /// (all under `timeout`). A TLS failure is logged with its reason.
   boost::asio::awaitable<boost::system::error_code> connect(
-      const boost::asio::ip::tcp::endpoint& ep, std::chrono::milliseconds timeout);
+      const boost::asio::ip::tcp::endpoint& ep, std::chrono::milliseconds timeout,
+      tls::ClientContext* tls = nullptr, const std::string& tls_name = {});
 
   /// Writes the request head (`path_and_query` as the request-target) and the first body bytes.
   boost::asio::awaitable<boost::system::error_code> send_request(const http::RequestHead& head,
@@ -52,7 +60,7 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
 
   /// True when the response was read completely and the connection may serve another request.
   bool reusable() const noexcept;
-  bool is_open() const noexcept { return socket_.is_open(); }
+  bool is_open() const noexcept { return lowest().is_open(); }
   /// Whether the connection already served a request (a failure on it may be a stale close).
   bool reused() const noexcept { return requests_ > 1; }
   /// False if the peer closed (or sent unsolicited bytes) while the connection sat idle.
@@ -69,7 +77,14 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
       std::span<const boost::asio::const_buffer> bufs, std::chrono::milliseconds timeout);
   boost::asio::awaitable<boost::system::error_code> read_more(std::chrono::milliseconds timeout);
 
-  boost::asio::ip::tcp::socket socket_;
+  using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+  boost::asio::ip::tcp::socket& lowest() noexcept { return tls_ ? tls_->next_layer() : socket_; }
+  const boost::asio::ip::tcp::socket& lowest() const noexcept {
+    return tls_ ? tls_->next_layer() : socket_;
+  }
+
+  boost::asio::ip::tcp::socket socket_;  // until a TLS handshake moves it into tls_
+  std::unique_ptr<TlsStream> tls_;
   boost::asio::ip::tcp::endpoint peer_;
   support::Deadline deadline_;
   boost::beast::flat_buffer buffer_;

@@ -7,8 +7,19 @@ namespace turnpike::proxy {
 
 namespace {
 // Identity of a cluster definition: pools survive a snapshot change only if it is unchanged.
-std::string pool_key(const config::Cluster& c) {
+std::string pool_key(const config::Cluster& c, const config::Config& cfg) {
   std::string k = c.name;
+  if (c.tls) {  // the settings and the content of the files they name
+    k += "|tls";
+    for (const std::string* f : {&c.tls->ca, &c.tls->cert, &c.tls->key}) {
+      k += '|';
+      k += *f;
+      if (auto it = cfg.file_digests.find(*f); it != cfg.file_digests.end()) k += it->second;
+    }
+    k += '|';
+    k += c.tls->server_name;
+    k += c.tls->verify ? "|v" : "|nv";
+  }
   k += '|';
   k += std::to_string(c.connect_timeout.count());
   k += '|';
@@ -48,16 +59,19 @@ void WorkerContext::set_snapshot(core::SnapshotPtr snap) {
   ws->shared = std::move(snap);
   ws->current = true;
   std::unordered_map<std::string, std::unique_ptr<upstream::ClusterPool>> next;
-  for (const auto& c : ws->shared->config.clusters) {
-    std::string key = pool_key(c);
+  const auto& clusters = ws->shared->config.clusters;
+  for (std::size_t i = 0; i < clusters.size(); ++i) {
+    const auto& c = clusters[i];
+    const auto& tls = ws->shared->cluster_tls[i];
+    std::string key = pool_key(c, ws->shared->config);
     auto it = pools_.find(key);
     std::unique_ptr<upstream::ClusterPool> pool;
     if (it != pools_.end()) {
       pool = std::move(it->second);
       pools_.erase(it);
-      pool->rebind(c);
+      pool->rebind(c, tls);
     } else {
-      pool = std::make_unique<upstream::ClusterPool>(c, ex_);
+      pool = std::make_unique<upstream::ClusterPool>(c, ex_, tls);
     }
     ws->pools.push_back(pool.get());
     next.emplace(std::move(key), std::move(pool));

@@ -12,8 +12,9 @@ namespace {
 constexpr auto kProbeAfter = std::chrono::milliseconds(1000);
 }  // namespace
 
-ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor ex)
-    : config_(&cluster), ex_(std::move(ex)) {
+ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor ex,
+                         std::shared_ptr<tls::ClientContext> tls)
+    : config_(&cluster), ex_(std::move(ex)), tls_(std::move(tls)) {
   endpoints_.reserve(cluster.endpoints.size());
   for (const auto& e : cluster.endpoints) {
     EndpointState st;
@@ -22,6 +23,15 @@ ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor e
                    ? "[" + e.address + "]:" + std::to_string(e.port)
                    : e.address + ":" + std::to_string(e.port);
     st.weight = e.weight;
+    if (cluster.tls) {
+      // server_name, else the endpoint's host as written ("api.internal:443" -> api.internal).
+      st.tls_name = cluster.tls->server_name;
+      if (st.tls_name.empty()) {
+        std::string host = e.written.substr(0, e.written.rfind(':'));
+        if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+        st.tls_name = host;
+      }
+    }
     if (!endpoints_.empty() && st.weight != endpoints_.front().weight) equal_weights_ = false;
     endpoints_.push_back(std::move(st));
   }
@@ -62,7 +72,7 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
   }
   auto conn = std::make_shared<http1::ClientConnection>(ex_);
   conn->init();
-  lease.ec = co_await conn->connect(ep.endpoint, config_->connect_timeout);
+  lease.ec = co_await conn->connect(ep.endpoint, config_->connect_timeout, tls_.get(), ep.tls_name);
   if (lease.ec) {
     conn->close();
     co_return lease;

@@ -19,7 +19,8 @@ namespace turnpike::upstream {
 
 struct EndpointState {
   boost::asio::ip::tcp::endpoint endpoint;
-  std::string label;  // "127.0.0.1:9001" for logs
+  std::string label;     // "127.0.0.1:9001" for logs
+  std::string tls_name;  // with TLS: the name sent as SNI and verified
   std::int64_t weight = 1;
   std::int64_t current = 0;  // smooth weighted round robin state
   std::vector<std::shared_ptr<http1::ClientConnection>> idle;
@@ -27,11 +28,17 @@ struct EndpointState {
 
 class ClusterPool {
  public:
-  ClusterPool(const config::Cluster& cluster, boost::asio::any_io_executor ex);
+  /// `tls`: the cluster's TLS client context (null: cleartext).
+  ClusterPool(const config::Cluster& cluster, boost::asio::any_io_executor ex,
+              std::shared_ptr<tls::ClientContext> tls = nullptr);
 
   const config::Cluster& config() const noexcept { return *config_; }
   /// Points the pool at an identical definition in a newer snapshot (the old one may be freed).
-  void rebind(const config::Cluster& same_definition) noexcept { config_ = &same_definition; }
+  void rebind(const config::Cluster& same_definition,
+              std::shared_ptr<tls::ClientContext> tls) noexcept {
+    config_ = &same_definition;
+    tls_ = std::move(tls);
+  }
   /// Next endpoint by smooth weighted round robin (nginx's algorithm; plain rotation when all
   /// weights are equal).
   EndpointState& pick() noexcept;
@@ -54,6 +61,7 @@ class ClusterPool {
  private:
   const config::Cluster* config_;
   boost::asio::any_io_executor ex_;
+  std::shared_ptr<tls::ClientContext> tls_;
   std::vector<EndpointState> endpoints_;
   std::size_t rr_ = 0;
   bool equal_weights_ = true;

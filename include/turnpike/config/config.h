@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -88,6 +89,15 @@ struct Endpoint {
   std::uint32_t weight = 1;  // 1..1000
 };
 
+/// `clusters[].tls`: TLS to the backends. Relative paths: against the config file's directory.
+struct ClusterTls {
+  std::string ca;           // verify the backend against this CA bundle; empty: the system store
+  std::string server_name;  // SNI and the name verified; empty: each endpoint's host as written
+  std::string cert;         // client certificate (mTLS to the backend), with `key`
+  std::string key;
+  bool verify = true;  // false: no verification at all (testing only; logged as a warning)
+};
+
 /// `clusters[]`. Timeouts: > 0 and at most 24h.
 struct Cluster {
   std::string name;                 // required, unique
@@ -97,6 +107,7 @@ struct Cluster {
   std::uint32_t max_idle_per_endpoint = 64;
   Duration idle_timeout{60'000};          // pooled connection closed after this long unused
   std::string lb_policy = "round_robin";  // the only policy so far
+  std::optional<ClusterTls> tls;
   SourceLoc loc;
 };
 
@@ -188,7 +199,9 @@ struct Config {
   ReloadSettings reload;
   Duration drain_timeout{15'000};  // 0..24h
   std::string source_file;         // path the config was loaded from
-  std::string digest;              // hex SHA-256 of the source text
+  std::string digest;              // hex SHA-256 of the source text and the files it names
+  /// SHA-256 of each file the config names (referenced_files()), by path.
+  std::map<std::string, std::string> file_digests;
 
   const Cluster* find_cluster(std::string_view name) const;
   /// The files this config names and reads (certificates, keys, CA bundles; JWKS files with

@@ -13,7 +13,8 @@
 
 namespace turnpike::tls {
 class ServerContext;
-}
+class ClientContext;
+}  // namespace turnpike::tls
 
 namespace turnpike::core {
 
@@ -31,6 +32,8 @@ struct Snapshot {
   const std::vector<filters::FilterChain> route_filters;
   /// TLS termination per listener, indexed like config.listeners (null: cleartext).
   std::vector<std::shared_ptr<tls::ServerContext>> listener_tls;
+  /// TLS to the backends per cluster, indexed like config.clusters (null: cleartext).
+  std::vector<std::shared_ptr<tls::ClientContext>> cluster_tls;
   const std::uint64_t generation;
   const std::chrono::system_clock::time_point loaded_at;
 };
