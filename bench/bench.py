@@ -456,17 +456,35 @@ RELOAD_BEGIN = "<!-- reload:begin -->"
 RELOAD_END = "<!-- reload:end -->"
 
 
-def reload_section(text):
-    """The RELOAD_BEGIN .. RELOAD_END block of a report, marker lines included, or None."""
+# bench/tls_bench.py does the same with its TLS section.
+TLS_BEGIN = "<!-- tls:begin -->"
+TLS_END = "<!-- tls:end -->"
+KEPT_SECTIONS = ((RELOAD_BEGIN, RELOAD_END), (TLS_BEGIN, TLS_END))
+
+
+def marked_section(text, begin, end):
+    """(line index, the begin .. end block of a report, marker lines included), or None."""
     lines = text.splitlines()
     stripped = [line.rstrip() for line in lines]
-    if RELOAD_BEGIN not in stripped:
+    if begin not in stripped:
         return None
-    b = stripped.index(RELOAD_BEGIN)
-    if RELOAD_END not in stripped[b:]:
+    b = stripped.index(begin)
+    if end not in stripped[b:]:
         return None
-    e = stripped.index(RELOAD_END, b)
-    return "\n".join(lines[b:e + 1])
+    e = stripped.index(end, b)
+    return b, "\n".join(lines[b:e + 1])
+
+
+def reload_section(text):
+    """The RELOAD_BEGIN .. RELOAD_END block of a report, marker lines included, or None."""
+    found = marked_section(text, RELOAD_BEGIN, RELOAD_END)
+    return found[1] if found else None
+
+
+def kept_sections(text):
+    """The marked sections (KEPT_SECTIONS) of a report, in the order they appear, or None."""
+    found = sorted(s for s in (marked_section(text, b, e) for b, e in KEPT_SECTIONS) if s)
+    return "\n\n".join(block for _, block in found) or None
 
 
 def write_report(s, info, vers, status, results, response_info, out_path, elapsed):
@@ -637,9 +655,9 @@ def write_report(s, info, vers, status, results, response_info, out_path, elapse
         L.extend(notes)
         L.append("")
     text = "\n".join(L)
-    try:  # keep the hot-reload section (bench/reload_bench.py) of the report being replaced
+    try:  # keep the hot-reload and TLS sections (bench/reload_bench.py, bench/tls_bench.py)
         with open(out_path) as f:
-            kept = reload_section(f.read())
+            kept = kept_sections(f.read())
     except (FileNotFoundError, UnicodeDecodeError):
         kept = None
     if kept:
