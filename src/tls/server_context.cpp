@@ -55,14 +55,24 @@ const std::array<unsigned char, 32>& ticket_secret() {
 }
 
 void derive(const char* label, std::uint64_t epoch, unsigned char out[32]) {
+  // Fetched once: OpenSSL 3 otherwise looks the digest up (under a lock) on every call.
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   unsigned char msg[16] = {};
   std::memcpy(msg, label, std::min<std::size_t>(std::strlen(label), 8));
   for (int i = 0; i < 8; ++i)
     msg[8 + i] = static_cast<unsigned char>(epoch >> (56 - 8 * i));
   unsigned int len = 32;
-  HMAC(EVP_sha256(), ticket_secret().data(), static_cast<int>(ticket_secret().size()), msg,
-       sizeof msg, out, &len);
+  HMAC(sha256, ticket_secret().data(), static_cast<int>(ticket_secret().size()), msg, sizeof msg,
+       out, &len);
 }
+
+// The keys of one epoch, derived once per worker thread and hour.
+struct EpochKeys {
+  std::uint64_t epoch = ~std::uint64_t{0};
+  unsigned char name[16];
+  unsigned char aes[32];
+  unsigned char mac[32];
+};
 
 std::uint64_t current_epoch() {
   const auto now = std::chrono::system_clock::now().time_since_epoch();
@@ -78,29 +88,41 @@ void key_name(std::uint64_t epoch, unsigned char name[16]) {
   std::memcpy(name + 8, id, 8);
 }
 
+const EpochKeys& keys_for(std::uint64_t epoch) {
+  thread_local EpochKeys current, previous;
+  if (current.epoch == epoch) return current;
+  if (previous.epoch == epoch) return previous;
+  EpochKeys& k = epoch > current.epoch || current.epoch == ~std::uint64_t{0} ? current : previous;
+  if (&k == &current) previous = current;
+  k.epoch = epoch;
+  key_name(epoch, k.name);
+  derive("aes", epoch, k.aes);
+  derive("mac", epoch, k.mac);
+  return k;
+}
+
 int ticket_key_cb(SSL*, unsigned char name[16], unsigned char* iv, EVP_CIPHER_CTX* cipher,
                   EVP_MAC_CTX* mac, int enc) {
   std::uint64_t epoch = current_epoch();
   int result = 1;
   if (enc) {
-    key_name(epoch, name);
+    std::memcpy(name, keys_for(epoch).name, 16);
     if (RAND_bytes(iv, 16) != 1) return -1;
   } else {
     std::uint64_t ticket_epoch = 0;
     for (int i = 0; i < 8; ++i)
       ticket_epoch = (ticket_epoch << 8) | name[i];
-    unsigned char expect[16];
-    key_name(ticket_epoch, expect);
-    if (std::memcmp(expect, name, 16) != 0) return 0;  // not ours: full handshake
     if (ticket_epoch + 1 == epoch)
       result = 2;  // valid, but issue a ticket under the current key
     else if (ticket_epoch != epoch)
-      return 0;  // expired key
+      return 0;  // expired (or not ours): full handshake
+    if (std::memcmp(keys_for(ticket_epoch).name, name, 16) != 0) return 0;  // not ours
     epoch = ticket_epoch;
   }
-  unsigned char aes[32], hmac_key[32];
-  derive("aes", epoch, aes);
-  derive("mac", epoch, hmac_key);
+  const EpochKeys& k = keys_for(epoch);
+  unsigned char hmac_key[32];
+  std::memcpy(hmac_key, k.mac, sizeof hmac_key);
+  const unsigned char* aes = k.aes;
   char digest[] = "SHA256";
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, hmac_key, sizeof hmac_key),
