@@ -6,7 +6,7 @@
 
 namespace turnpike::core {
 
-Generations::Generations(SnapshotPtr initial, Clock::time_point) {
+Generations::Generations(SnapshotPtr initial) {
   entries_.push_back(Entry{std::move(initial)});
 }
 

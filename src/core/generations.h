@@ -27,7 +27,7 @@ class Generations {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit Generations(SnapshotPtr initial, Clock::time_point now = Clock::now());
+  explicit Generations(SnapshotPtr initial);
 
   /// `next` becomes current; the previous current one is superseded at `now`.
   void add(SnapshotPtr next, Clock::time_point now = Clock::now());

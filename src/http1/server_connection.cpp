@@ -49,15 +49,9 @@ ServerConnection::ServerConnection(tcp::socket&& socket, const config::Limits& l
 ServerConnection::ServerConnection(std::unique_ptr<TlsStream> tls, const config::Limits& limits,
                                    http::ConnectionInfo info, http::StreamHandler& handler,
                                    http::ConnectionRegistry& registry)
-    : socket_(tls->get_executor()),
-      tls_(std::move(tls)),
-      limits_(limits),
-      info_(std::move(info)),
-      handler_(handler),
-      registry_(registry),
-      deadline_(socket_.get_executor()) {
-  out_.reserve(1024);
-  registry_.add(this, info_.listener_id);
+    : ServerConnection(tcp::socket(tls->get_executor()), limits, std::move(info), handler,
+                       registry) {
+  tls_ = std::move(tls);
 }
 
 ServerConnection::~ServerConnection() {

@@ -29,9 +29,6 @@ class ServerContext {
   boost::asio::ssl::context& context() noexcept { return default_; }
   const config::ListenerTls& settings() const noexcept { return settings_; }
 
-  /// The SAN DNS names (or the subject CN when there are none) of certificate `i`.
-  const std::vector<std::string>& names(std::size_t i) const { return certs_[i].names; }
-
  private:
   struct Cert {
     SSL_CTX* ctx = nullptr;  // not owned for the default (owned by default_)

@@ -28,7 +28,7 @@ SnapshotPtr snapshot(std::uint64_t gen, unsigned max_live = 3,
 
 TEST(Generations, ReleasesWhatNoWorkerReferences) {
   const auto t0 = Clock::now();
-  Generations g(snapshot(1), t0);
+  Generations g(snapshot(1));
   SnapshotPtr pinned = g.current();  // a worker's reference
   g.add(snapshot(2), t0);
   g.add(snapshot(3), t0);
@@ -44,7 +44,7 @@ TEST(Generations, ReleasesWhatNoWorkerReferences) {
 
 TEST(Generations, CapClosesTheOldestOnce) {
   const auto t0 = Clock::now();
-  Generations g(snapshot(1), t0);
+  Generations g(snapshot(1));
   std::vector<SnapshotPtr> pins{g.current()};
   for (std::uint64_t n = 2; n <= 4; ++n) {
     g.add(snapshot(n, 3), t0);
@@ -68,7 +68,7 @@ TEST(Generations, CapClosesTheOldestOnce) {
 
 TEST(Generations, DrainTimeoutClosesSupersededOnly) {
   const auto t0 = Clock::now();
-  Generations g(snapshot(1, 8, 1000ms), t0);
+  Generations g(snapshot(1, 8, 1000ms));
   SnapshotPtr pin = g.current();
   EXPECT_TRUE(g.due_for_close(t0 + 1h).empty());  // the current one never times out
   g.add(snapshot(2, 8, 1000ms), t0 + 10s);
@@ -78,7 +78,7 @@ TEST(Generations, DrainTimeoutClosesSupersededOnly) {
 
 TEST(Generations, JsonListsNewestFirstWithUsage) {
   const auto t0 = Clock::now();
-  Generations g(snapshot(1), t0);
+  Generations g(snapshot(1));
   SnapshotPtr pin = g.current();
   g.add(snapshot(2), t0 + 2s);
   const auto j = g.to_json({{1, 3, 2}}, t0 + 3s);
