@@ -11,7 +11,8 @@ PACKAGES=(
   nlohmann-json3-dev libre2-dev libnghttp2-dev libhiredis-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   # test and benchmark peers
-  curl python3 procps wrk nginx-light
+  curl python3 procps wrk nginx-light nghttp2-client python3-h2 python3-hyperframe
+  python3-grpcio python3-protobuf python3-websockets
 )
 
 missing=()

@@ -82,6 +82,23 @@ nlohmann::json to_json(const Config& config) {
   json listeners = json::array();
   for (const auto& l : config.listeners) {
     json entry = {{"name", l.name}, {"listen", l.listen}, {"limits", limits_json(l.limits)}};
+    json protocols = json::array();
+    if (l.http1) protocols.push_back("http1");
+    if (l.h2) protocols.push_back("h2");
+    if (l.h2c) protocols.push_back("h2c");
+    entry["protocols"] = protocols;
+    const auto& h = l.http2;
+    entry["http2"] = {{"max_concurrent_streams", h.max_concurrent_streams},
+                      {"initial_window_size", h.initial_window_size},
+                      {"connection_window_size", h.connection_window_size},
+                      {"max_frame_size", h.max_frame_size},
+                      {"header_table_size", h.header_table_size},
+                      {"max_resets_burst", h.max_resets_burst},
+                      {"max_resets_per_second", h.max_resets_per_second},
+                      {"max_continuations", h.max_continuations},
+                      {"max_control_frames_burst", h.max_control_frames_burst},
+                      {"max_control_frames_per_second", h.max_control_frames_per_second},
+                      {"max_empty_frames", h.max_empty_frames}};
     if (l.tls) {
       json certs = json::array();
       for (const auto& c : l.tls->certificates)

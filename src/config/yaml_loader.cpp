@@ -160,6 +160,8 @@ class Loader {
   void load_listeners(const Value& v, Config& c);
   void load_limits(const Value& v, Limits& limits);
   void load_listener_tls(const Value& v, ListenerTls& tls);
+  void load_protocols(const Value& v, Listener& l);
+  void load_http2(const Value& v, Http2Settings& h2);
   void load_clusters(const Value& v, Config& c);
   std::optional<Endpoint> load_endpoint(const Value& v);
   void load_routes(const Value& v, Config& c);
@@ -474,7 +476,7 @@ void Loader::load_listeners(const Value& v, Config& c) {
     Listener l;
     l.loc = item.loc;
     l.name = "listener-" + std::to_string(i);
-    const auto f = fields(item, {"name", "listen", "limits", "tls"});
+    const auto f = fields(item, {"name", "listen", "limits", "tls", "protocols", "http2"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) l.name = std::move(*s);
@@ -486,6 +488,9 @@ void Loader::load_listeners(const Value& v, Config& c) {
     }
     if (const auto* lim = f->get("limits")) load_limits(*lim, l.limits);
     if (const auto* t = f->get("tls")) load_listener_tls(*t, l.tls.emplace());
+    l.h2 = l.tls.has_value();
+    if (const auto* p = f->get("protocols")) load_protocols(*p, l);
+    if (const auto* h = f->get("http2")) load_http2(*h, l.http2);
     c.listeners.push_back(std::move(l));
   }
 }
@@ -544,6 +549,56 @@ void Loader::load_listener_tls(const Value& v, ListenerTls& tls) {
     if (const auto* b = f->get("require_client_cert"))
       error(*b, "needs client_ca: the CA that signs the client certificates");
   }
+}
+
+void Loader::load_protocols(const Value& v, Listener& l) {
+  const auto items = list(v);
+  if (!items) return;
+  if (items->empty()) {
+    error(v, "at least one protocol is required (http1, h2, h2c)");
+    return;
+  }
+  l.http1 = l.h2 = l.h2c = false;
+  for (const Value& item : *items) {
+    const auto s = string(item);
+    if (!s) continue;
+    bool* flag = *s == "http1" ? &l.http1 : *s == "h2" ? &l.h2 : *s == "h2c" ? &l.h2c : nullptr;
+    if (!flag) {
+      error(item, "unknown protocol '" + *s + "' (supported: http1, h2, h2c)" +
+                      did_you_mean(*s, {"http1", "h2", "h2c"}));
+      continue;
+    }
+    if (*flag) error(item, "protocol '" + *s + "' listed twice");
+    *flag = true;
+  }
+  if (l.h2 && !l.tls) error(v, "h2 needs tls (HTTP/2 in cleartext is h2c)");
+  if (l.h2c && l.tls) error(v, "h2c is cleartext HTTP/2; on a TLS listener use h2");
+}
+
+void Loader::load_http2(const Value& v, Http2Settings& h2) {
+  const auto f =
+      fields(v, {"max_concurrent_streams", "initial_window_size", "connection_window_size",
+                 "max_frame_size", "header_table_size", "max_resets_burst", "max_resets_per_second",
+                 "max_continuations", "max_control_frames_burst", "max_control_frames_per_second",
+                 "max_empty_frames"});
+  if (!f) return;
+  set_int(*f, "max_concurrent_streams", h2.max_concurrent_streams, 1, 10'000);
+  const auto set_size = [&](std::string_view key, std::uint32_t& out, std::uint64_t lo,
+                            std::uint64_t hi) {
+    if (const auto* s = f->get(key)) {
+      if (const auto n = size(*s, lo, hi)) out = static_cast<std::uint32_t>(*n);
+    }
+  };
+  set_size("initial_window_size", h2.initial_window_size, kKiB, 16 * kMiB);
+  set_size("connection_window_size", h2.connection_window_size, 64 * kKiB, 1024 * kMiB);
+  set_size("max_frame_size", h2.max_frame_size, 16 * kKiB, 16 * kMiB - 1);
+  set_size("header_table_size", h2.header_table_size, 0, 64 * kKiB);
+  set_int(*f, "max_resets_burst", h2.max_resets_burst, 1, 1'000'000);
+  set_int(*f, "max_resets_per_second", h2.max_resets_per_second, 1, 1'000'000);
+  set_int(*f, "max_continuations", h2.max_continuations, 0, 1'000);
+  set_int(*f, "max_control_frames_burst", h2.max_control_frames_burst, 1, 1'000'000);
+  set_int(*f, "max_control_frames_per_second", h2.max_control_frames_per_second, 1, 1'000'000);
+  set_int(*f, "max_empty_frames", h2.max_empty_frames, 0, 1'000'000);
 }
 
 void Loader::load_limits(const Value& v, Limits& limits) {

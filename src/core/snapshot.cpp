@@ -18,7 +18,7 @@ Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
     const auto& l = config.listeners[i];
     if (!l.tls) continue;
     try {
-      listener_tls[i] = std::make_shared<tls::ServerContext>(*l.tls);
+      listener_tls[i] = std::make_shared<tls::ServerContext>(*l.tls, l.http1, l.h2);
     } catch (const std::exception& e) {
       throw std::runtime_error("listeners[" + std::to_string(i) + "].tls ('" + l.name +
                                "'): " + e.what());

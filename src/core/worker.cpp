@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "http1/server_connection.h"
+#include "http2/server_connection.h"
 #include "proxy/proxy.h"
 #include "proxy/worker_context.h"
 #include "tls/server_context.h"
@@ -27,6 +28,7 @@ using tcp = asio::ip::tcp;
 namespace {
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr auto kSweepInterval = std::chrono::milliseconds(200);
+constexpr std::string_view kH2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 }  // namespace
 
 struct Worker::Impl {
@@ -116,8 +118,19 @@ struct Worker::Impl {
       const auto& snap = ctx.current();
       const std::size_t li = static_cast<std::size_t>(cfg - snap.config.listeners.data());
       if (const auto& tls = snap.listener_tls[li]) {
-        asio::co_spawn(io, tls_handshake(std::move(socket), tls, cfg->limits, std::move(info)),
+        asio::co_spawn(io, tls_handshake(std::move(socket), tls, *cfg, std::move(info)),
                        asio::detached);
+        continue;
+      }
+      if (cfg->h2c && cfg->http1) {
+        asio::co_spawn(io, detect_preface(std::move(socket), *cfg, std::move(info)),
+                       asio::detached);
+        continue;
+      }
+      if (cfg->h2c) {
+        std::make_shared<http2::ServerConnection>(std::move(socket), std::string{}, *cfg,
+                                                  std::move(info), proxy, ctx.registry())
+            ->start();
         continue;
       }
       auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), cfg->limits,
@@ -126,10 +139,50 @@ struct Worker::Impl {
     }
   }
 
-  // TLS: the handshake runs under the listener's header_timeout, then the connection is served
-  // like a cleartext one. (ALPN offers http/1.1 only until the HTTP/2 codec lands.)
+  // HTTP/1.1 and h2c on one port: the first bytes tell which (an HTTP/1.1 request line cannot
+  // start with the HTTP/2 connection preface). They are handed to the codec that takes over.
+  asio::awaitable<void> detect_preface(tcp::socket socket, config::Listener cfg,
+                                       http::ConnectionInfo info) {
+    std::string initial;
+    char buf[4096];
+    asio::steady_timer timer(io);
+    timer.expires_after(cfg.limits.header_timeout);
+    auto expired = std::make_shared<bool>(false);
+    timer.async_wait([expired, raw = &socket](const boost::system::error_code& ec) {
+      if (ec) return;
+      *expired = true;
+      boost::system::error_code ignored;
+      raw->cancel(ignored);
+    });
+    bool h2 = false;
+    for (;;) {
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(buf), kAwait);
+      if (ec) co_return;  // closed, or silent until header_timeout: nothing to answer
+      initial.append(buf, n);
+      const std::size_t k = std::min(initial.size(), kH2Preface.size());
+      if (initial.compare(0, k, kH2Preface, 0, k) != 0) break;  // HTTP/1.x
+      if (k == kH2Preface.size()) {
+        h2 = true;
+        break;
+      }
+    }
+    timer.cancel();
+    if (draining) co_return;
+    if (h2) {
+      std::make_shared<http2::ServerConnection>(std::move(socket), std::move(initial), cfg,
+                                                std::move(info), proxy, ctx.registry())
+          ->start();
+    } else {
+      std::make_shared<http1::ServerConnection>(std::move(socket), cfg.limits, std::move(info),
+                                                proxy, ctx.registry(), initial)
+          ->start();
+    }
+  }
+
+  // TLS: the handshake runs under the listener's header_timeout; ALPN picks the codec.
   asio::awaitable<void> tls_handshake(tcp::socket socket, std::shared_ptr<tls::ServerContext> tls,
-                                      config::Limits limits, http::ConnectionInfo info) {
+                                      config::Listener cfg, http::ConnectionInfo info) {
+    const config::Limits& limits = cfg.limits;
     auto stream =
         std::make_unique<http1::ServerConnection::TlsStream>(std::move(socket), tls->context());
     auto expired = std::make_shared<bool>(false);
@@ -160,6 +213,16 @@ struct Worker::Impl {
       info.client_cert_uri = std::move(peer->uri);
     }
     info.forward_client_cert = tls->settings().forward_client_cert;
+    const unsigned char* alpn = nullptr;
+    unsigned int alpn_len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    const bool h2 = (alpn_len == 2 && alpn[0] == 'h' && alpn[1] == '2') || (cfg.h2 && !cfg.http1);
+    if (h2) {
+      std::make_shared<http2::ServerConnection>(std::move(stream), cfg, std::move(info), proxy,
+                                                ctx.registry())
+          ->start();
+      co_return;
+    }
     auto conn = std::make_shared<http1::ServerConnection>(std::move(stream), limits,
                                                           std::move(info), proxy, ctx.registry());
     conn->start();

@@ -35,7 +35,7 @@ bool body_forbidden(int status) {
 
 ServerConnection::ServerConnection(tcp::socket&& socket, const config::Limits& limits,
                                    http::ConnectionInfo info, http::StreamHandler& handler,
-                                   http::ConnectionRegistry& registry)
+                                   http::ConnectionRegistry& registry, std::string_view initial)
     : socket_(std::move(socket)),
       limits_(limits),
       info_(std::move(info)),
@@ -43,6 +43,11 @@ ServerConnection::ServerConnection(tcp::socket&& socket, const config::Limits& l
       registry_(registry),
       deadline_(socket_.get_executor()) {
   out_.reserve(1024);
+  if (!initial.empty()) {
+    auto space = buffer_.prepare(initial.size());
+    std::memcpy(space.data(), initial.data(), initial.size());
+    buffer_.commit(initial.size());
+  }
   registry_.add(this, info_.listener_id);
 }
 

@@ -26,9 +26,10 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
  public:
   using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 
+  /// `initial`: bytes already read from the socket (while detecting the HTTP/2 preface).
   ServerConnection(boost::asio::ip::tcp::socket&& socket, const config::Limits& limits,
                    http::ConnectionInfo info, http::StreamHandler& handler,
-                   http::ConnectionRegistry& registry);
+                   http::ConnectionRegistry& registry, std::string_view initial = {});
   /// Over TLS: `tls` has completed its handshake.
   ServerConnection(std::unique_ptr<TlsStream> tls, const config::Limits& limits,
                    http::ConnectionInfo info, http::StreamHandler& handler,

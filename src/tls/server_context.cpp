@@ -135,13 +135,29 @@ int ticket_key_cb(SSL*, unsigned char name[16], unsigned char* iv, EVP_CIPHER_CT
   return ok == 1 ? result : -1;
 }
 
-// ALPN: HTTP/1.1 only until the HTTP/2 codec lands; no overlap is not an error (the client
-// falls back to HTTP/1.1 without ALPN).
+// ALPN in the listener's protocols: h2 first when the listener speaks it. No overlap is not an
+// error: the client falls back to HTTP/1.1 without ALPN.
+constexpr unsigned char kAlpnH2[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char kAlpnH2Only[] = {2, 'h', '2'};
+
+struct AlpnList {
+  const unsigned char* data;
+  unsigned int size;
+};
+constexpr AlpnList kAlpnLists[] = {
+    {kAlpnHttp11, sizeof kAlpnHttp11},  // http1
+    {kAlpnH2Only, sizeof kAlpnH2Only},  // h2
+    {kAlpnH2, sizeof kAlpnH2},          // both
+};
+
 int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-                unsigned int inlen, void*) {
-  static constexpr unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+                unsigned int inlen, void* arg) {
+  const auto* list = static_cast<const AlpnList*>(arg);
   unsigned char* selected = nullptr;
-  if (SSL_select_next_proto(&selected, outlen, kHttp11, sizeof kHttp11, in, inlen) ==
+  // Server preference: SSL_select_next_proto walks its first list and takes the first entry
+  // the client also offers.
+  if (SSL_select_next_proto(&selected, outlen, list->data, list->size, in, inlen) ==
       OPENSSL_NPN_NEGOTIATED) {
     *out = selected;
     return SSL_TLSEXT_ERR_OK;
@@ -187,7 +203,8 @@ bool name_matches(std::string_view pattern, std::string_view host) {
   return false;
 }
 
-void configure(SSL_CTX* ctx, const config::ListenerTls& s, const config::TlsCertificate& cert) {
+void configure(SSL_CTX* ctx, const config::ListenerTls& s, const config::TlsCertificate& cert,
+               const AlpnList* alpn) {
   SSL_CTX_set_min_proto_version(ctx, s.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_options(
       ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -196,7 +213,7 @@ void configure(SSL_CTX* ctx, const config::ListenerTls& s, const config::TlsCert
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.cert.c_str()) != 1) fail(cert.cert);
   if (SSL_CTX_use_PrivateKey_file(ctx, cert.key.c_str(), SSL_FILETYPE_PEM) != 1) fail(cert.key);
   if (SSL_CTX_check_private_key(ctx) != 1) fail(cert.key);
-  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, nullptr);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, const_cast<AlpnList*>(alpn));
   static constexpr unsigned char kSid[] = "turnpike";
   SSL_CTX_set_session_id_context(ctx, kSid, sizeof kSid - 1);
   // No server-side session cache (it is shared and locked): resumption is by ticket only.
@@ -220,9 +237,10 @@ void configure(SSL_CTX* ctx, const config::ListenerTls& s, const config::TlsCert
 
 }  // namespace
 
-ServerContext::ServerContext(const config::ListenerTls& settings)
+ServerContext::ServerContext(const config::ListenerTls& settings, bool http1, bool h2)
     : settings_(settings), default_(boost::asio::ssl::context::tls_server) {
   ERR_clear_error();
+  const AlpnList* alpn = &kAlpnLists[h2 ? (http1 ? 2 : 1) : 0];
   try {
     for (std::size_t i = 0; i < settings_.certificates.size(); ++i) {
       Cert c;
@@ -233,7 +251,7 @@ ServerContext::ServerContext(const config::ListenerTls& settings)
         if (!c.ctx) fail("SSL_CTX_new");
       }
       certs_.push_back(c);
-      configure(certs_.back().ctx, settings_, settings_.certificates[i]);
+      configure(certs_.back().ctx, settings_, settings_.certificates[i], alpn);
       certs_.back().names = certificate_names(SSL_CTX_get0_certificate(certs_.back().ctx));
     }
     if (certs_.empty()) throw std::runtime_error("no certificate");

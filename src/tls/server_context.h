@@ -19,7 +19,8 @@ namespace turnpike::tls {
 class ServerContext {
  public:
   /// Builds the contexts; throws std::runtime_error naming the file and OpenSSL's reason.
-  explicit ServerContext(const config::ListenerTls& settings);
+  /// ALPN offers h2 and/or http/1.1 as the listener's protocols say.
+  ServerContext(const config::ListenerTls& settings, bool http1, bool h2);
   ~ServerContext();
   ServerContext(const ServerContext&) = delete;
   ServerContext& operator=(const ServerContext&) = delete;

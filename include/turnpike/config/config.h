@@ -70,6 +70,24 @@ struct ListenerTls {
   bool session_tickets = true;               // resumption with tickets (rotating keys)
 };
 
+/// `listeners[].http2`: HTTP/2 settings and abuse limits (h2 over TLS, h2c in cleartext).
+struct Http2Settings {
+  std::uint32_t max_concurrent_streams = 100;      // 1..10000; also bounds requests in flight
+  std::uint32_t initial_window_size = 65'535;      // 1KiB..16MiB; request body buffered per stream
+  std::uint32_t connection_window_size = 1 << 20;  // 64KiB..1GiB; all streams' request bodies
+  std::uint32_t max_frame_size = 16'384;           // 16KiB..16MiB-1
+  std::uint32_t header_table_size = 4'096;         // 0..64KiB; HPACK decoder table
+  // Rapid reset (CVE-2023-44487): RST_STREAMs from the client, token bucket; over it: GOAWAY.
+  std::uint32_t max_resets_burst = 1'000;  // 1..1000000
+  std::uint32_t max_resets_per_second = 33;
+  std::uint32_t max_continuations = 8;  // CONTINUATION frames per header block (CVE-2024-27316)
+  // SETTINGS, PING and PRIORITY frames from the client, token bucket; over it: ENHANCE_YOUR_CALM.
+  std::uint32_t max_control_frames_burst = 1'000;
+  std::uint32_t max_control_frames_per_second = 100;
+  // Consecutive frames with an empty payload (DATA without END_STREAM, say) before GOAWAY.
+  std::uint32_t max_empty_frames = 8;
+};
+
 struct Listener {
   std::string name;     // default "listener-N" (N = index); unique
   std::string listen;   // as written, "0.0.0.0:8080" or "[::1]:8080"
@@ -77,6 +95,13 @@ struct Listener {
   std::uint16_t port = 0;
   Limits limits;
   std::optional<ListenerTls> tls;
+  /// `protocols`: which codecs the listener speaks. Default: [http1, h2] with TLS (ALPN),
+  /// [http1] without. `h2c` (cleartext HTTP/2 with prior knowledge) shares the port with http1
+  /// by the connection preface; `h2` needs `tls`.
+  bool http1 = true;
+  bool h2 = false;
+  bool h2c = false;
+  Http2Settings http2;
   SourceLoc loc;
 };
 

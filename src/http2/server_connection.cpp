@@ -1,0 +1,889 @@
+#include "http2/server_connection.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include "turnpike/http/date.h"
+#include "turnpike/http/path.h"
+
+namespace turnpike::http2 {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 16 * 1024;
+constexpr std::size_t kOutMax = 64 * 1024;  // frames gathered into one write
+constexpr auto kLinger = std::chrono::seconds(1);
+constexpr auto kGoawayGrace = std::chrono::seconds(1);
+
+bool body_forbidden(int status) {
+  return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+// Connection-specific fields (RFC 9113 section 8.2.2) never go into an HTTP/2 message.
+bool connection_specific(std::string_view lower_name) {
+  return lower_name == "connection" || lower_name == "keep-alive" ||
+         lower_name == "proxy-connection" || lower_name == "transfer-encoding" ||
+         lower_name == "upgrade" || lower_name == "te" || lower_name == "content-length";
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+nghttp2_nv make_nv(std::string_view name, std::string_view value) {
+  return nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
+                    value.size(), NGHTTP2_NV_FLAG_NONE};
+}
+
+// A token bucket refilled by elapsed time; false when empty.
+bool take_token(double& tokens, Clock::time_point& last, double rate, double burst) {
+  const auto now = Clock::now();
+  tokens = std::min(burst, tokens + std::chrono::duration<double>(now - last).count() * rate);
+  last = now;
+  if (tokens < 1) return false;
+  tokens -= 1;
+  return true;
+}
+
+}  // namespace
+
+// ---- one request stream ----------------------------------------------------------------------
+
+class ServerConnection::Stream final : public http::ServerStream {
+ public:
+  Stream(ServerConnection& c, std::int32_t id)
+      : conn_(c), id_(id), event_(c.write_event_.get_executor()) {
+    head.protocol = http::Protocol::Http2;
+    head.headers.reserve(16);
+  }
+
+  http::RequestHead& request() noexcept override { return head; }
+  const http::ConnectionInfo& connection() const noexcept override { return conn_.info_; }
+  asio::awaitable<http::BodyRead> read_body(std::span<char> out) override;
+  asio::awaitable<error_code> send_response(http::ResponseHead& h, std::span<const char> body,
+                                            bool end_stream) override;
+  asio::awaitable<error_code> send_body(std::span<const char> body, bool end_stream) override;
+  bool response_started() const noexcept override { return response_started_; }
+  void reset() noexcept override { reset_with(NGHTTP2_INTERNAL_ERROR); }
+  std::uint64_t bytes_received() const noexcept override { return rx_; }
+  std::uint64_t bytes_sent() const noexcept override { return tx_; }
+
+  void reset_with(std::uint32_t code) noexcept {
+    pending_ = {};
+    if (closed_ || conn_.closed_ || rst_sent_) return;
+    rst_sent_ = true;
+    nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_, code);
+    conn_.signal_write();
+  }
+  void wake() noexcept {
+    if (waiting_) event_.cancel();
+  }
+  // Waits for wake() or the deadline; false when the deadline passed.
+  asio::awaitable<bool> wait_until(Clock::time_point deadline) {
+    event_.expires_at(deadline);
+    waiting_ = true;
+    co_await event_.async_wait(kAwait);
+    waiting_ = false;
+    co_return Clock::now() < deadline;
+  }
+  // Waits until the codec has taken every pending response byte.
+  asio::awaitable<error_code> drain_pending();
+  // Request body bytes buffered and not yet handed to the handler.
+  std::size_t unread() const noexcept { return in_.size() - in_off_; }
+  // Submits the response head; `with_body`: a data provider follows with pending_ and eof_.
+  int submit(const http::ResponseHead& h, bool with_body);
+  static ssize_t read_data(nghttp2_session*, std::int32_t, std::uint8_t* buf, std::size_t length,
+                           std::uint32_t* flags, nghttp2_data_source* source, void*);
+
+  ServerConnection& conn_;
+  const std::int32_t id_;
+  asio::steady_timer event_;
+  http::RequestHead head;
+  std::string scheme;
+  std::string protocol;  // :protocol (extended CONNECT)
+  std::string cookies;   // joined "; " (RFC 9113 section 8.2.3)
+  std::uint64_t header_bytes = 0;
+  std::uint32_t header_count = 0;
+  bool too_large = false;
+  bool headers_done = false;
+
+  // Request body: DATA received and not yet read by the handler, bounded by the stream window
+  // (bytes are returned to the window as the handler reads them).
+  std::string in_;
+  std::size_t in_off_ = 0;
+  std::uint64_t in_total_ = 0;
+  bool in_done_ = false;
+  bool body_too_large_ = false;
+  bool reading_ = false;  // a handler runs and may read the body
+
+  // Response body: the handler's bytes the codec has not taken yet.
+  std::span<const char> pending_;
+  bool eof_ = false;
+  std::string local_body_;  // codec-generated answers
+  bool response_started_ = false;
+  bool response_done_ = false;  // END_STREAM sent
+  bool no_body_ = false;
+  bool head_request_ = false;
+
+  bool closed_ = false;  // nghttp2 closed the stream
+  std::uint32_t close_code_ = 0;
+  bool rst_sent_ = false;
+  bool waiting_ = false;
+  std::uint64_t rx_ = 0;
+  std::uint64_t tx_ = 0;
+};
+
+ssize_t ServerConnection::Stream::read_data(nghttp2_session*, std::int32_t, std::uint8_t* buf,
+                                            std::size_t length, std::uint32_t* flags,
+                                            nghttp2_data_source* source, void*) {
+  auto* s = static_cast<Stream*>(source->ptr);
+  const std::size_t n = std::min(length, s->pending_.size());
+  if (n > 0) std::memcpy(buf, s->pending_.data(), n);
+  s->pending_ = s->pending_.subspan(n);
+  s->tx_ += n;
+  if (s->pending_.empty()) {
+    if (s->eof_) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == 0) {
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    s->wake();
+  }
+  return static_cast<ssize_t>(n);
+}
+
+int ServerConnection::Stream::submit(const http::ResponseHead& h, bool with_body) {
+  char status[4];
+  const int st = std::clamp(h.status, 100, 999);
+  std::to_chars(status, status + 3, st);
+  std::vector<std::string> names;
+  names.reserve(h.headers.size());
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(h.headers.size() + 2);
+  nva.push_back(make_nv(":status", std::string_view(status, 3)));
+  for (const auto& e : h.headers) {
+    names.push_back(lower(e.name));
+    if (connection_specific(names.back())) continue;
+    nva.push_back(make_nv(names.back(), e.value));
+  }
+  std::string length;
+  if (!body_forbidden(st)) {
+    if (h.content_length) {
+      length = std::to_string(*h.content_length);
+    } else if (!with_body && !head_request_) {
+      length = "0";
+    } else if (with_body && eof_ && !head_request_) {
+      length = std::to_string(pending_.size());
+    }
+    if (!length.empty()) nva.push_back(make_nv("content-length", length));
+  }
+  tx_ += 9;
+  for (const auto& nv : nva)
+    tx_ += nv.namelen + nv.valuelen + 2;
+  nghttp2_data_provider prd;
+  prd.source.ptr = this;
+  prd.read_callback = &Stream::read_data;
+  return nghttp2_submit_response(conn_.session_, id_, nva.data(), nva.size(),
+                                 with_body ? &prd : nullptr);
+}
+
+asio::awaitable<error_code> ServerConnection::Stream::drain_pending() {
+  auto deadline = Clock::now() + conn_.limits_.body_timeout;
+  std::size_t left = pending_.size();
+  while (!pending_.empty()) {
+    if (closed_ || conn_.closed_ || rst_sent_) {
+      pending_ = {};
+      co_return asio::error::connection_reset;
+    }
+    if (!co_await wait_until(deadline)) {
+      if (pending_.size() == left) {
+        // The client kept its window closed for body_timeout: give up on this stream only.
+        reset_with(NGHTTP2_CANCEL);
+        co_return asio::error::timed_out;
+      }
+    }
+    if (pending_.size() != left) {
+      left = pending_.size();
+      deadline = Clock::now() + conn_.limits_.body_timeout;
+    }
+  }
+  co_return error_code{};
+}
+
+asio::awaitable<http::BodyRead> ServerConnection::Stream::read_body(std::span<char> out) {
+  http::BodyRead r;
+  auto deadline = Clock::now() + conn_.limits_.body_timeout;
+  for (;;) {
+    if (body_too_large_) {
+      r.ec = boost::beast::http::error::body_limit;
+      co_return r;
+    }
+    if (unread() > 0) {
+      const std::size_t n = std::min(out.size(), unread());
+      std::memcpy(out.data(), in_.data() + in_off_, n);
+      in_off_ += n;
+      if (in_off_ == in_.size()) {
+        in_.clear();
+        in_off_ = 0;
+      }
+      if (!conn_.closed_) {
+        // Return the bytes to the client's flow-control windows.
+        if (closed_ || nghttp2_session_consume(conn_.session_, id_, n) != 0)
+          nghttp2_session_consume_connection(conn_.session_, n);
+        conn_.signal_write();
+      }
+      r.bytes = n;
+      r.last = in_done_ && unread() == 0;
+      co_return r;
+    }
+    if (in_done_) {
+      r.last = true;
+      co_return r;
+    }
+    if (closed_ || conn_.closed_) {
+      r.ec = boost::beast::http::error::partial_message;
+      co_return r;
+    }
+    if (!co_await wait_until(deadline)) {
+      r.ec = asio::error::timed_out;
+      co_return r;
+    }
+  }
+}
+
+asio::awaitable<error_code> ServerConnection::Stream::send_response(http::ResponseHead& h,
+                                                                    std::span<const char> body,
+                                                                    bool end_stream) {
+  response_started_ = true;
+  if (closed_ || conn_.closed_ || rst_sent_) co_return asio::error::connection_reset;
+  no_body_ = head_request_ || body_forbidden(h.status) || !h.has_body;
+  if (no_body_ || (end_stream && body.empty())) {
+    if (no_body_ && !end_stream) {
+      // The handler may still send (and we drop) body bytes; end the stream now regardless.
+    }
+    eof_ = true;
+    pending_ = {};
+    if (submit(h, false) != 0) co_return asio::error::connection_reset;
+    conn_.signal_write();
+    co_return error_code{};
+  }
+  pending_ = body;
+  eof_ = end_stream;
+  if (submit(h, true) != 0) {
+    pending_ = {};
+    co_return asio::error::connection_reset;
+  }
+  conn_.signal_write();
+  co_return co_await drain_pending();
+}
+
+asio::awaitable<error_code> ServerConnection::Stream::send_body(std::span<const char> body,
+                                                                bool end_stream) {
+  if (closed_ || conn_.closed_ || rst_sent_) co_return asio::error::connection_reset;
+  if (no_body_ || eof_) co_return error_code{};
+  pending_ = body;
+  eof_ = end_stream;
+  nghttp2_session_resume_data(conn_.session_, id_);
+  conn_.signal_write();
+  co_return co_await drain_pending();
+}
+
+// ---- nghttp2 callbacks -------------------------------------------------------------------
+
+struct ServerConnection::Callbacks {
+  static ServerConnection& self(void* user) { return *static_cast<ServerConnection*>(user); }
+  static Stream* stream(nghttp2_session* session, std::int32_t id) {
+    return static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, id));
+  }
+
+  static int on_begin_frame(nghttp2_session*, const nghttp2_frame_hd* hd, void* user) {
+    return self(user).on_begin_frame(hd->type, hd->flags, hd->length);
+  }
+
+  static int on_begin_headers(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    return self(user).on_begin_headers(frame->hd.stream_id);
+  }
+
+  static int on_header(nghttp2_session* session, const nghttp2_frame* frame,
+                       const std::uint8_t* name_p, std::size_t namelen, const std::uint8_t* value_p,
+                       std::size_t valuelen, std::uint8_t, void* user) {
+    Stream* s = stream(session, frame->hd.stream_id);
+    if (!s) return 0;
+    ServerConnection& c = self(user);
+    s->header_bytes += namelen + valuelen + 32;
+    s->rx_ += namelen + valuelen + 2;
+    if (s->header_bytes > c.limits_.max_header_bytes || ++s->header_count > c.limits_.max_headers)
+      s->too_large = true;
+    if (s->too_large || s->headers_done) return 0;  // over the limit, or trailers: not kept
+    const std::string_view name(reinterpret_cast<const char*>(name_p), namelen);
+    const std::string_view value(reinterpret_cast<const char*>(value_p), valuelen);
+    http::RequestHead& h = s->head;
+    if (!name.empty() && name[0] == ':') {
+      if (name == ":method")
+        h.method = value;
+      else if (name == ":path")
+        h.target = value;
+      else if (name == ":authority")
+        h.authority = value;
+      else if (name == ":scheme")
+        s->scheme = value;
+      else if (name == ":protocol")
+        s->protocol = value;
+      return 0;
+    }
+    if (name == "cookie") {
+      if (!s->cookies.empty()) s->cookies += "; ";
+      s->cookies += value;
+      return 0;
+    }
+    if (name == "content-length") {
+      std::uint64_t n = 0;
+      std::from_chars(value.data(), value.data() + value.size(), n);  // nghttp2 checked it
+      h.content_length = n;
+      return 0;
+    }
+    if (name == "host") {
+      if (h.authority.empty()) h.authority = value;
+      return 0;  // :authority wins; the Host sent upstream is rebuilt from it
+    }
+    if (name == "te") return 0;  // "trailers" only (nghttp2 checked); hop-by-hop
+    h.headers.add(name, value);
+    return 0;
+  }
+
+  // Stricter than nghttp2's default, which drops fields with invalid characters silently: a
+  // request with one is malformed (stream error), as RFC 9113 section 8.2.1 says.
+  static int on_invalid_header(nghttp2_session*, const nghttp2_frame*, const std::uint8_t*,
+                               std::size_t, const std::uint8_t*, std::size_t, std::uint8_t, void*) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+
+  static int on_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
+    Stream* s = stream(session, frame->hd.stream_id);
+    if (!s) return 0;
+    const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    switch (frame->hd.type) {
+      case NGHTTP2_HEADERS:
+        if (!s->headers_done) {
+          s->headers_done = true;
+          self(user).on_headers_done(*s, end_stream);
+        } else if (end_stream) {  // trailers
+          s->in_done_ = true;
+          s->wake();
+        }
+        break;
+      case NGHTTP2_DATA:
+        if (end_stream) {
+          s->in_done_ = true;
+          s->wake();
+        }
+        break;
+      default:
+        break;
+    }
+    return 0;
+  }
+
+  static int on_data_chunk(nghttp2_session* session, std::uint8_t, std::int32_t id,
+                           const std::uint8_t* data, std::size_t len, void* user) {
+    ServerConnection& c = self(user);
+    Stream* s = stream(session, id);
+    if (!s || !s->reading_ || s->response_done_) {
+      // Nobody will read it: give the window back now.
+      nghttp2_session_consume(session, id, len);
+      return 0;
+    }
+    s->rx_ += len;
+    s->in_total_ += len;
+    if (c.limits_.max_body_bytes && s->in_total_ > *c.limits_.max_body_bytes) {
+      s->body_too_large_ = true;
+      nghttp2_session_consume(session, id, len + s->unread());
+      s->in_.clear();
+      s->in_off_ = 0;
+      s->wake();
+      return 0;
+    }
+    if (s->in_off_ > 0 && s->in_off_ >= s->in_.size() / 2) {
+      s->in_.erase(0, s->in_off_);
+      s->in_off_ = 0;
+    }
+    s->in_.append(reinterpret_cast<const char*>(data), len);
+    s->wake();
+    return 0;
+  }
+
+  static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void*) {
+    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
+        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+      return 0;
+    Stream* s = stream(session, frame->hd.stream_id);
+    if (!s) return 0;
+    s->response_done_ = true;
+    // The response is complete before the request: tell the client to stop sending (RFC 9113
+    // section 8.1), and give back what it already sent.
+    if (!s->in_done_ && !s->closed_ && !s->rst_sent_) {
+      s->rst_sent_ = true;
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    }
+    s->wake();
+    return 0;
+  }
+
+  static int on_stream_close(nghttp2_session* session, std::int32_t id, std::uint32_t code,
+                             void* user) {
+    ServerConnection& c = self(user);
+    Stream* s = stream(session, id);
+    if (!s) return 0;
+    s->closed_ = true;
+    s->close_code_ = code;
+    if (const std::size_t left = s->unread()) nghttp2_session_consume_connection(session, left);
+    s->in_.clear();
+    s->in_off_ = 0;
+    s->pending_ = {};
+    s->wake();
+    nghttp2_session_set_stream_user_data(session, id, nullptr);
+    c.streams_.erase(id);  // the handler, if any, keeps its own reference
+    return 0;
+  }
+
+  static int on_error(nghttp2_session*, int, const char* msg, std::size_t len, void* user) {
+    ServerConnection& c = self(user);
+    spdlog::debug("h2 connection from {}: {}", c.info_.client_address, std::string_view(msg, len));
+    return 0;
+  }
+};
+
+// ---- the connection ----------------------------------------------------------------------
+
+ServerConnection::ServerConnection(tcp::socket&& socket, std::string initial,
+                                   const config::Listener& listener, http::ConnectionInfo info,
+                                   http::StreamHandler& handler, http::ConnectionRegistry& registry)
+    : socket_(std::move(socket)),
+      initial_(std::move(initial)),
+      limits_(listener.limits),
+      settings_(listener.http2),
+      info_(std::move(info)),
+      handler_(handler),
+      registry_(registry),
+      deadline_(socket_.get_executor()),
+      write_deadline_(socket_.get_executor()),
+      write_event_(socket_.get_executor()),
+      goaway_timer_(socket_.get_executor()),
+      control_tokens_(settings_.max_control_frames_burst),
+      control_refill_(Clock::now()),
+      reset_tokens_(settings_.max_resets_burst),
+      reset_refill_(Clock::now()) {
+  registry_.add(this, info_.listener_id);
+}
+
+ServerConnection::ServerConnection(std::unique_ptr<TlsStream> tls, const config::Listener& listener,
+                                   http::ConnectionInfo info, http::StreamHandler& handler,
+                                   http::ConnectionRegistry& registry)
+    : ServerConnection(tcp::socket(tls->get_executor()), {}, listener, std::move(info), handler,
+                       registry) {
+  tls_ = std::move(tls);
+}
+
+ServerConnection::~ServerConnection() {
+  if (session_) nghttp2_session_del(session_);
+  registry_.remove(this);
+}
+
+void ServerConnection::init_session() {
+  nghttp2_session_callbacks* cbs = nullptr;
+  nghttp2_session_callbacks_new(&cbs);
+  nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, &Callbacks::on_begin_frame);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &Callbacks::on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, &Callbacks::on_header);
+  nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, &Callbacks::on_invalid_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &Callbacks::on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Callbacks::on_data_chunk);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &Callbacks::on_frame_send);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Callbacks::on_stream_close);
+  nghttp2_session_callbacks_set_error_callback2(cbs, &Callbacks::on_error);
+  nghttp2_option* opt = nullptr;
+  nghttp2_option_new(&opt);
+  // Windows are returned as the handler reads, so a request body is buffered only up to them.
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_option_set_no_closed_streams(opt, 1);
+  nghttp2_option_set_max_continuations(opt, settings_.max_continuations);
+  // Our own reset bucket (on_begin_frame) answers ENHANCE_YOUR_CALM first; nghttp2's is a
+  // backstop.
+  nghttp2_option_set_stream_reset_rate_limit(opt, 2ull * settings_.max_resets_burst,
+                                             2ull * settings_.max_resets_per_second);
+  nghttp2_session_server_new2(&session_, cbs, this, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cbs);
+
+  const nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings_.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings_.initial_window_size},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, settings_.max_frame_size},
+      {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, settings_.header_table_size},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+       static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_.max_header_bytes, UINT32_MAX))},
+      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, std::size(iv));
+  nghttp2_session_set_local_window_size(
+      session_, NGHTTP2_FLAG_NONE, 0, static_cast<std::int32_t>(settings_.connection_window_size));
+}
+
+void ServerConnection::start() {
+  auto bind_cancel = [this](support::Deadline& d) {
+    d.bind(weak_from_this(), [this] {
+      error_code ignored;
+      lowest().cancel(ignored);
+    });
+  };
+  bind_cancel(deadline_);
+  bind_cancel(write_deadline_);
+  asio::co_spawn(lowest().get_executor(), run(), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("h2 connection: unexpected exception: {}", ex.what());
+    }
+  });
+}
+
+int ServerConnection::on_begin_frame(std::uint8_t type, std::uint8_t flags, std::size_t length) {
+  received_frame_ = true;
+  const auto calm = [this](std::string_view why) {
+    terminate(NGHTTP2_ENHANCE_YOUR_CALM, why);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  };
+  switch (type) {
+    case NGHTTP2_DATA:
+    case NGHTTP2_HEADERS:
+    case NGHTTP2_CONTINUATION: {
+      const bool ends = (type == NGHTTP2_DATA && (flags & NGHTTP2_FLAG_END_STREAM)) ||
+                        (type != NGHTTP2_DATA && (flags & NGHTTP2_FLAG_END_HEADERS));
+      if (length == 0 && !ends) {
+        if (++empty_run_ > settings_.max_empty_frames) return calm("flood of empty frames");
+      } else if (length > 0) {
+        empty_run_ = 0;
+      }
+      if (type != NGHTTP2_DATA) {
+        in_header_block_ = !(flags & NGHTTP2_FLAG_END_HEADERS);
+        if (in_header_block_ && type == NGHTTP2_HEADERS) header_block_start_ = Clock::now();
+      }
+      break;
+    }
+    case NGHTTP2_SETTINGS:
+    case NGHTTP2_PING:
+      if (flags & NGHTTP2_FLAG_ACK) break;
+      [[fallthrough]];
+    case NGHTTP2_PRIORITY:
+      if (!take_token(control_tokens_, control_refill_, settings_.max_control_frames_per_second,
+                      settings_.max_control_frames_burst))
+        return calm("flood of SETTINGS/PING/PRIORITY frames");
+      break;
+    case NGHTTP2_RST_STREAM:
+      if (!take_token(reset_tokens_, reset_refill_, settings_.max_resets_per_second,
+                      settings_.max_resets_burst))
+        return calm("stream resets over the limit (rapid reset)");
+      break;
+    default:
+      break;
+  }
+  return 0;
+}
+
+int ServerConnection::on_begin_headers(std::int32_t stream_id) {
+  // nghttp2 counts open streams; a stream the client reset may still have its handler working
+  // upstream, so the cap applies to handlers too (rapid reset cannot pile up work).
+  if (handlers_ >= settings_.max_concurrent_streams || draining_) {
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_REFUSED_STREAM);
+    if (!take_token(reset_tokens_, reset_refill_, settings_.max_resets_per_second,
+                    settings_.max_resets_burst)) {
+      terminate(NGHTTP2_ENHANCE_YOUR_CALM, "streams refused over the limit");
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return 0;
+  }
+  auto s = std::make_shared<Stream>(*this, stream_id);
+  nghttp2_session_set_stream_user_data(session_, stream_id, s.get());
+  streams_.emplace(stream_id, std::move(s));
+  return 0;
+}
+
+void ServerConnection::on_headers_done(Stream& s, bool end_stream) {
+  http::RequestHead& h = s.head;
+  s.in_done_ = end_stream;
+  h.has_body = !end_stream;
+  s.head_request_ = h.method == "HEAD";
+  if (!s.cookies.empty()) h.headers.add("cookie", s.cookies);
+  int status = 0;
+  std::string_view why;
+  if (s.too_large) {
+    status = 431, why = "request header list too large";
+  } else if (h.method == "CONNECT") {
+    status = 501, why = "CONNECT is not supported";
+  } else if (auto split = http::normalize_target(h.target)) {
+    h.path = std::move(split->path);
+    h.query = std::move(split->query);
+  } else {
+    status = 400, why = "invalid :path";
+  }
+  if (status == 0 && h.target.size() > limits_.max_uri_bytes) {
+    status = 414, why = "request-target too long";
+  }
+  h.host = http::normalize_host(h.authority);
+  // HTTP/1.1 upstreams need Host; :authority is what the client named.
+  if (!h.authority.empty()) h.headers.add("host", h.authority);
+  if (status != 0) {
+    std::string body = R"({"error":")";
+    body += http::reason_phrase(status);
+    body += "\"}";
+    handler_.on_rejected(info_, h, status, why, s.rx_, body.size());
+    s.local_body_ = std::move(body);
+    http::ResponseHead resp;
+    resp.status = status;
+    resp.headers.add("date", http::http_date_now());
+    resp.headers.add("content-type", "application/json");
+    s.response_started_ = true;
+    s.pending_ = s.local_body_;
+    s.eof_ = true;
+    s.submit(resp, true);
+    signal_write();
+    return;
+  }
+  s.reading_ = true;
+  ++handlers_;
+  auto it = streams_.find(s.id_);
+  asio::co_spawn(lowest().get_executor(), serve_stream(it->second), asio::detached);
+}
+
+asio::awaitable<void> ServerConnection::serve_stream(std::shared_ptr<Stream> sp) {
+  auto self = shared_from_this();
+  Stream& s = *sp;
+  try {
+    co_await handler_.serve(s);
+  } catch (const std::exception& e) {
+    spdlog::error("h2 stream: unexpected exception: {}", e.what());
+    s.reset();
+  }
+  s.reading_ = false;
+  if (!s.response_started_) {
+    s.reset();
+  } else if (!s.eof_ && !s.no_body_) {
+    s.reset();  // the handler gave up mid-response
+  }
+  // Body bytes the handler left unread go back to the window (the stream is being closed).
+  if (const std::size_t left = s.unread(); left && !closed_) {
+    if (s.closed_ || nghttp2_session_consume(session_, s.id_, left) != 0)
+      nghttp2_session_consume_connection(session_, left);
+    s.in_.clear();
+    s.in_off_ = 0;
+  }
+  --handlers_;
+  signal_write();
+}
+
+void ServerConnection::receive(const char* data, std::size_t n) {
+  const auto rv =
+      nghttp2_session_mem_recv(session_, reinterpret_cast<const std::uint8_t*>(data), n);
+  if (rv < 0 && !terminated_) {
+    const auto code = rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
+                      : rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rv == NGHTTP2_ERR_PROTO
+                          ? NGHTTP2_PROTOCOL_ERROR
+                          : NGHTTP2_INTERNAL_ERROR;
+    terminate(code, nghttp2_strerror(static_cast<int>(rv)));
+  }
+  signal_write();
+}
+
+void ServerConnection::terminate(std::uint32_t error_code, std::string_view why) noexcept {
+  if (terminated_ || closed_) return;
+  terminated_ = true;
+  spdlog::info("h2 connection from {} on {}: GOAWAY {} ({})", info_.client_address, info_.listener,
+               nghttp2_http2_strerror(error_code), why);
+  nghttp2_session_terminate_session(session_, error_code);
+  signal_write();
+}
+
+void ServerConnection::signal_write() noexcept {
+  write_wake_ = true;
+  if (writer_waiting_) write_event_.cancel();
+}
+
+bool ServerConnection::session_over() const noexcept {
+  return !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_);
+}
+
+void ServerConnection::send_final_goaway() noexcept {
+  if (closed_ || terminated_) return;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  signal_write();
+}
+
+void ServerConnection::shutdown_when_idle() noexcept {
+  if (draining_ || closed_) return;
+  draining_ = true;
+  if (!session_) {
+    close();
+    return;
+  }
+  if (handlers_ == 0 && streams_.empty()) {
+    send_final_goaway();
+    return;
+  }
+  // Announce the shutdown, give requests already in flight a moment to arrive, then send the
+  // GOAWAY that names the last stream served; open streams finish.
+  nghttp2_submit_shutdown_notice(session_);
+  signal_write();
+  goaway_timer_.expires_after(kGoawayGrace);
+  goaway_timer_.async_wait([weak = weak_from_this()](const error_code& ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->send_final_goaway();
+  });
+}
+
+void ServerConnection::abort() noexcept {
+  close();
+}
+
+void ServerConnection::close() noexcept {
+  if (closed_) return;
+  closed_ = true;
+  deadline_.cancel();
+  write_deadline_.cancel();
+  goaway_timer_.cancel();
+  write_event_.cancel();
+  error_code ignored;
+  lowest().shutdown(tcp::socket::shutdown_both, ignored);
+  lowest().close(ignored);
+  for (auto& [id, s] : streams_) {
+    s->closed_ = true;
+    s->pending_ = {};
+    s->wake();
+  }
+  streams_.clear();
+}
+
+asio::awaitable<void> ServerConnection::run() {
+  auto self = shared_from_this();
+  init_session();
+  asio::co_spawn(lowest().get_executor(), write_loop(), asio::detached);
+  if (!initial_.empty()) {
+    receive(initial_.data(), initial_.size());
+    std::string().swap(initial_);
+  }
+  auto buf = std::make_unique<char[]>(kReadChunk);
+  bool lingering = false;
+  while (!closed_) {
+    if (!lingering && (writer_done_ || !nghttp2_session_want_read(session_))) {
+      // GOAWAY is out (or going): read and drop what the client still sends for a moment, so
+      // closing with unread data does not reset the connection before it reads the GOAWAY.
+      lingering = true;
+      deadline_.expires_after(kLinger);
+    } else if (!lingering) {
+      if (in_header_block_)
+        deadline_.expires_at(header_block_start_ + limits_.header_timeout);
+      else if (!received_frame_)
+        deadline_.expires_after(limits_.header_timeout);
+      else if (handlers_ == 0)
+        deadline_.expires_after(limits_.idle_timeout);
+      else
+        deadline_.clear();
+    }
+    error_code ec;
+    std::size_t n = 0;
+    if (tls_)
+      std::tie(ec, n) = co_await tls_->async_read_some(asio::buffer(buf.get(), kReadChunk), kAwait);
+    else
+      std::tie(ec, n) =
+          co_await socket_.async_read_some(asio::buffer(buf.get(), kReadChunk), kAwait);
+    if (closed_) break;
+    if (ec) {
+      if (!lingering && deadline_.expired() && !in_header_block_ && received_frame_ &&
+          handlers_ == 0) {
+        // Idle: say goodbye properly, then linger.
+        send_final_goaway();
+        if (!terminated_) terminated_ = true;
+        continue;
+      }
+      break;
+    }
+    if (!lingering && !terminated_) receive(buf.get(), n);
+  }
+  close();
+}
+
+asio::awaitable<void> ServerConnection::write_loop() {
+  auto self = shared_from_this();
+  while (!closed_) {
+    write_wake_ = false;
+    while (out_.size() < kOutMax) {
+      const std::uint8_t* data = nullptr;
+      const auto n = nghttp2_session_mem_send(session_, &data);
+      if (n < 0) {
+        spdlog::debug("h2 connection from {}: {}", info_.client_address,
+                      nghttp2_strerror(static_cast<int>(n)));
+        close();
+        break;
+      }
+      if (n == 0) break;
+      out_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(n));
+    }
+    if (closed_) break;
+    if (out_.empty()) {
+      if (session_over()) break;
+      if (!write_wake_) {
+        writer_waiting_ = true;
+        write_event_.expires_at(Clock::time_point::max());
+        co_await write_event_.async_wait(kAwait);
+        writer_waiting_ = false;
+      }
+      continue;
+    }
+    write_deadline_.expires_after(limits_.body_timeout);
+    error_code ec;
+    std::size_t n = 0;
+    if (tls_)
+      std::tie(ec, n) = co_await asio::async_write(*tls_, asio::buffer(out_), kAwait);
+    else
+      std::tie(ec, n) = co_await asio::async_write(socket_, asio::buffer(out_), kAwait);
+    write_deadline_.clear();
+    if (ec) {
+      close();
+      break;
+    }
+    out_.clear();
+  }
+  writer_done_ = true;
+  if (!closed_) {
+    error_code ignored;
+    lowest().shutdown(tcp::socket::shutdown_send, ignored);
+    deadline_.expires_after(kLinger);
+  }
+}
+
+}  // namespace turnpike::http2
