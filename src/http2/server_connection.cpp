@@ -709,10 +709,11 @@ void ServerConnection::receive(const char* data, std::size_t n) {
   const auto rv =
       nghttp2_session_mem_recv(session_, reinterpret_cast<const std::uint8_t*>(data), n);
   if (rv < 0 && !terminated_) {
-    const auto code = rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
-                      : rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rv == NGHTTP2_ERR_PROTO
-                          ? NGHTTP2_PROTOCOL_ERROR
-                          : NGHTTP2_INTERNAL_ERROR;
+    std::uint32_t code = NGHTTP2_INTERNAL_ERROR;
+    if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+      code = NGHTTP2_ENHANCE_YOUR_CALM;
+    else if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rv == NGHTTP2_ERR_PROTO)
+      code = NGHTTP2_PROTOCOL_ERROR;
     terminate(code, nghttp2_strerror(static_cast<int>(rv)));
   }
   signal_write();

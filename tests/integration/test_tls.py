@@ -195,7 +195,7 @@ class TlsServingTest(TlsCase):
         self.start(self.tls(self.pki.api, self.pki.other), plain=True)
         rc, status, version, body, err = self.curl("/svc/hello?x=1")
         self.assertEqual(rc, 0, err)
-        self.assertEqual((status, version), ("200", "1.1"))  # curl offers h2; we get HTTP/1.1
+        self.assertEqual((status, version), ("200", "2"))  # curl offers h2 and gets it
         echo = json.loads(body)
         self.assertEqual((echo["method"], echo["path"], echo["query"]),
                          ("GET", "/svc/hello", "x=1"))
@@ -234,8 +234,18 @@ class TlsServingTest(TlsCase):
             # Same connection, still usable after all of that.
             self.assertEqual(c.request("GET", "/again", host=API).status, 200)
 
-    def test_alpn_selects_http11(self):
-        self.start(self.tls(self.pki.api))
+    def test_alpn_prefers_h2_and_follows_protocols(self):
+        self.start(self.tls(self.pki.api), self.tls(self.pki.api))
+        with self.connect(self.ctx(alpn=["http/1.1", "h2"])) as c:
+            self.assertEqual(c.sock.selected_alpn_protocol(), "h2")
+        with self.connect(self.ctx(alpn=["http/1.1"])) as c:
+            self.assertEqual(c.sock.selected_alpn_protocol(), "http/1.1")
+            self.assertEqual(c.request("GET", "/alpn", host=API).status, 200)
+        # A listener limited to http1 never offers h2.
+        self.tp.proc.stop()
+        cfg = self.cfg(self.tls(self.pki.api))
+        cfg["listeners"][0]["protocols"] = ["http1"]
+        self.tp = self.stack.turnpike(cfg)
         for offered in (["h2", "http/1.1"], ["http/1.1"]):
             with self.connect(self.ctx(alpn=offered)) as c:
                 self.assertEqual(c.sock.selected_alpn_protocol(), "http/1.1", offered)
