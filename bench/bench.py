@@ -459,7 +459,10 @@ RELOAD_END = "<!-- reload:end -->"
 # bench/tls_bench.py does the same with its TLS section.
 TLS_BEGIN = "<!-- tls:begin -->"
 TLS_END = "<!-- tls:end -->"
-KEPT_SECTIONS = ((RELOAD_BEGIN, RELOAD_END), (TLS_BEGIN, TLS_END))
+# bench/h2_bench.py does the same with its HTTP/2 section.
+H2_BEGIN = "<!-- h2:begin -->"
+H2_END = "<!-- h2:end -->"
+KEPT_SECTIONS = ((RELOAD_BEGIN, RELOAD_END), (TLS_BEGIN, TLS_END), (H2_BEGIN, H2_END))
 
 
 def marked_section(text, begin, end):
@@ -655,7 +658,7 @@ def write_report(s, info, vers, status, results, response_info, out_path, elapse
         L.extend(notes)
         L.append("")
     text = "\n".join(L)
-    try:  # keep the hot-reload and TLS sections (bench/reload_bench.py, bench/tls_bench.py)
+    try:  # keep the hot-reload, TLS and HTTP/2 sections (bench/reload_bench.py, tls_bench.py, h2_bench.py)
         with open(out_path) as f:
             kept = kept_sections(f.read())
     except (FileNotFoundError, UnicodeDecodeError):

@@ -125,6 +125,10 @@ nlohmann::json to_json(const Config& config) {
                   {"max_idle_per_endpoint", c.max_idle_per_endpoint},
                   {"idle_timeout", format_duration(c.idle_timeout)},
                   {"lb_policy", c.lb_policy}};
+    entry["protocol"] = c.protocol;
+    entry["http2"] = {{"max_concurrent_streams", c.http2.max_concurrent_streams},
+                      {"initial_window_size", c.http2.initial_window_size},
+                      {"connection_window_size", c.http2.connection_window_size}};
     if (c.tls)
       entry["tls"] = {{"ca", c.tls->ca},
                       {"server_name", c.tls->server_name},

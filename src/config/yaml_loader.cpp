@@ -632,7 +632,7 @@ void Loader::load_clusters(const Value& v, Config& c) {
     Cluster cl;
     cl.loc = item.loc;
     const auto f = fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
-                                 "idle_timeout", "lb_policy", "tls"});
+                                 "idle_timeout", "lb_policy", "tls", "protocol", "http2"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) cl.name = std::move(*s);
@@ -677,6 +677,34 @@ void Loader::load_clusters(const Value& v, Config& c) {
         }
         if (tls.cert.empty() != tls.key.empty())
           error(*t, "cert and key go together (a client certificate needs its key)");
+      }
+    }
+    if (const auto* p = f->get("protocol")) {
+      if (auto s = string(*p)) {
+        if (*s == "http1" || *s == "h2" || *s == "h2c") {
+          cl.protocol = *s;
+          if (*s == "h2" && !cl.tls)
+            error(*p, "h2 needs tls (HTTP/2 in cleartext is h2c)");
+          else if (*s == "h2c" && cl.tls)
+            error(*p, "h2c is cleartext HTTP/2; with tls use h2");
+        } else {
+          error(*p, "unknown protocol '" + *s + "' (supported: http1, h2, h2c)" +
+                        did_you_mean(*s, {"http1", "h2", "h2c"}));
+        }
+      }
+    }
+    if (const auto* h = f->get("http2")) {
+      if (const auto hf = fields(
+              *h, {"max_concurrent_streams", "initial_window_size", "connection_window_size"})) {
+        set_int(*hf, "max_concurrent_streams", cl.http2.max_concurrent_streams, 1, 10'000);
+        if (const auto* s = hf->get("initial_window_size")) {
+          if (const auto n = size(*s, 64 * kKiB, 16 * kMiB))
+            cl.http2.initial_window_size = static_cast<std::uint32_t>(*n);
+        }
+        if (const auto* s = hf->get("connection_window_size")) {
+          if (const auto n = size(*s, 64 * kKiB, 1024 * kMiB))
+            cl.http2.connection_window_size = static_cast<std::uint32_t>(*n);
+        }
       }
     }
     c.clusters.push_back(std::move(cl));

@@ -16,6 +16,7 @@
 
 #include "http1/parser.h"
 #include "support/deadline.h"
+#include "turnpike/http/client_stream.h"
 #include "turnpike/http/message.h"
 #include "turnpike/http/stream.h"
 
@@ -25,12 +26,13 @@ class ClientContext;
 
 namespace turnpike::http1 {
 
-class ClientConnection final : public std::enable_shared_from_this<ClientConnection> {
+class ClientConnection final : public http::ClientStream,
+                               public std::enable_shared_from_this<ClientConnection> {
  public:
   using Clock = std::chrono::steady_clock;
 
   explicit ClientConnection(const boost::asio::any_io_executor& ex);
-  ~ClientConnection();
+  ~ClientConnection() override;
 
   /// Call once, right after construction by make_shared.
   void init();
@@ -42,21 +44,18 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
       tls::ClientContext* tls = nullptr, const std::string& tls_name = {});
 
   /// Writes the request head (`path_and_query` as the request-target) and the first body bytes.
-  boost::asio::awaitable<boost::system::error_code> send_request(const http::RequestHead& head,
-                                                                 std::string_view path_and_query,
-                                                                 std::span<const char> body,
-                                                                 bool end_stream,
-                                                                 std::chrono::milliseconds timeout);
-  boost::asio::awaitable<boost::system::error_code> send_body(std::span<const char> body,
-                                                              bool end_stream,
-                                                              std::chrono::milliseconds timeout);
+  boost::asio::awaitable<boost::system::error_code> send_request(
+      const http::RequestHead& head, std::string_view path_and_query, std::span<const char> body,
+      bool end_stream, std::chrono::milliseconds timeout) override;
+  boost::asio::awaitable<boost::system::error_code> send_body(
+      std::span<const char> body, bool end_stream, std::chrono::milliseconds timeout) override;
   /// Reads the final response head (skipping 1xx). `head_request`: no body follows.
   boost::asio::awaitable<boost::system::error_code> read_response_head(
-      http::ResponseHead& head, bool head_request, std::chrono::milliseconds timeout);
+      http::ResponseHead& head, bool head_request, std::chrono::milliseconds timeout) override;
   /// Decodes body bytes already buffered, without I/O.
-  http::BodyRead read_buffered_body(std::span<char> out);
+  http::BodyRead read_buffered_body(std::span<char> out) override;
   boost::asio::awaitable<http::BodyRead> read_body(std::span<char> out,
-                                                   std::chrono::milliseconds timeout);
+                                                   std::chrono::milliseconds timeout) override;
 
   /// True when the response was read completely and the connection may serve another request.
   bool reusable() const noexcept;
@@ -65,12 +64,12 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   bool reused() const noexcept { return requests_ > 1; }
   /// False if the peer closed (or sent unsolicited bytes) while the connection sat idle.
   bool still_alive() noexcept;
-  void close() noexcept;
+  void close() noexcept override;
 
   Clock::time_point idle_since() const noexcept { return idle_since_; }
   void mark_idle() noexcept { idle_since_ = Clock::now(); }
   const boost::asio::ip::tcp::endpoint& peer() const noexcept { return peer_; }
-  std::uint64_t response_bytes() const noexcept { return rx_; }
+  std::uint64_t response_bytes() const noexcept override { return rx_; }
 
  private:
   boost::asio::awaitable<boost::system::error_code> write(

@@ -431,4 +431,25 @@ asio::awaitable<error_code> ServerConnection::send_body(std::span<const char> bo
   co_return error_code{};
 }
 
+asio::awaitable<error_code> ServerConnection::send_trailers(const http::HeaderMap& trailers) {
+  if (state_ == State::Closed) co_return asio::error::not_connected;
+  if (!response_chunked_ || head_request_ || response_done_) co_return co_await send_body({}, true);
+  out_.assign("0\r\n");
+  for (const auto& t : trailers) {
+    if (http::is_hop_by_hop(t.name) || http::iequals(t.name, "content-length")) continue;
+    out_ += t.name;
+    out_ += ": ";
+    out_ += t.value;
+    out_ += "\r\n";
+  }
+  out_ += "\r\n";
+  std::array<asio::const_buffer, 1> bufs{asio::buffer(out_)};
+  if (error_code ec = co_await write(bufs)) {
+    close();
+    co_return ec;
+  }
+  response_done_ = true;
+  co_return error_code{};
+}
+
 }  // namespace turnpike::http1

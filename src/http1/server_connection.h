@@ -63,6 +63,8 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
                                                                   bool end_stream) override;
   boost::asio::awaitable<boost::system::error_code> send_body(std::span<const char> body,
                                                               bool end_stream) override;
+  boost::asio::awaitable<boost::system::error_code> send_trailers(
+      const http::HeaderMap& trailers) override;
   bool response_started() const noexcept override { return response_started_; }
   void reset() noexcept override;
   std::uint64_t bytes_received() const noexcept override { return rx_; }

@@ -85,6 +85,7 @@ class ServerConnection::Stream final : public http::ServerStream {
   asio::awaitable<error_code> send_response(http::ResponseHead& h, std::span<const char> body,
                                             bool end_stream) override;
   asio::awaitable<error_code> send_body(std::span<const char> body, bool end_stream) override;
+  asio::awaitable<error_code> send_trailers(const http::HeaderMap& trailers) override;
   bool response_started() const noexcept override { return response_started_; }
   void reset() noexcept override { reset_with(NGHTTP2_INTERNAL_ERROR); }
   std::uint64_t bytes_received() const noexcept override { return rx_; }
@@ -142,6 +143,8 @@ class ServerConnection::Stream final : public http::ServerStream {
   std::span<const char> pending_;
   bool eof_ = false;
   std::string local_body_;  // codec-generated answers
+  http::HeaderMap trailers_;
+  bool has_trailers_ = false;
   bool response_started_ = false;
   bool response_done_ = false;  // END_STREAM sent
   bool no_body_ = false;
@@ -166,6 +169,19 @@ ssize_t ServerConnection::Stream::read_data(nghttp2_session*, std::int32_t, std:
   if (s->pending_.empty()) {
     if (s->eof_) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (s->has_trailers_) {
+        std::vector<std::string> names;
+        std::vector<nghttp2_nv> nva;
+        names.reserve(s->trailers_.size());
+        for (const auto& e : s->trailers_) {
+          names.push_back(lower(e.name));
+          if (connection_specific(names.back())) continue;
+          nva.push_back(make_nv(names.back(), e.value));
+          s->tx_ += names.back().size() + e.value.size() + 2;
+        }
+        if (nghttp2_submit_trailer(s->conn_.session_, s->id_, nva.data(), nva.size()) == 0)
+          *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      }
     } else if (n == 0) {
       return NGHTTP2_ERR_DEFERRED;
     }
@@ -192,8 +208,6 @@ int ServerConnection::Stream::submit(const http::ResponseHead& h, bool with_body
   if (!body_forbidden(st)) {
     if (h.content_length) {
       length = std::to_string(*h.content_length);
-    } else if (!with_body && !head_request_) {
-      length = "0";
     } else if (with_body && eof_ && !head_request_) {
       length = std::to_string(pending_.size());
     }
@@ -308,6 +322,19 @@ asio::awaitable<error_code> ServerConnection::Stream::send_body(std::span<const 
   nghttp2_session_resume_data(conn_.session_, id_);
   conn_.signal_write();
   co_return co_await drain_pending();
+}
+
+asio::awaitable<error_code> ServerConnection::Stream::send_trailers(
+    const http::HeaderMap& trailers) {
+  if (closed_ || conn_.closed_ || rst_sent_) co_return asio::error::connection_reset;
+  if (no_body_ || eof_) co_return error_code{};
+  trailers_ = trailers;
+  has_trailers_ = true;
+  pending_ = {};
+  eof_ = true;
+  nghttp2_session_resume_data(conn_.session_, id_);
+  conn_.signal_write();
+  co_return error_code{};
 }
 
 // ---- nghttp2 callbacks -------------------------------------------------------------------

@@ -53,8 +53,9 @@ struct Exchange final : PinnedStream {
   int status = 0;
   double upstream_ms = -1;
   Clock::time_point start = Clock::now();
-  std::shared_ptr<http1::ClientConnection> conn;  // the upstream exchange, while there is one
+  std::shared_ptr<http::ClientStream> conn;  // the upstream exchange, while there is one
   bool closed_for_generation = false;
+  std::string grpc_error;  // the message of a gateway error, for gRPC clients
 };
 
 // The filter chain's view of the stream. A filter that suspends (Status::Stop) later calls
@@ -135,12 +136,78 @@ std::string json_error(std::string_view error, std::string_view request_id) {
   return body;
 }
 
+bool is_grpc(const http::RequestHead& req) {
+  const std::string* ct = req.headers.get("content-type");
+  return ct && ct->starts_with("application/grpc");
+}
+
+// The gRPC status for an HTTP status the gateway answers with (gRPC's HTTP mapping, with the
+// codes a gateway means: a deadline for 504, a quota for 429).
+int grpc_status(int http_status) {
+  switch (http_status) {
+    case 400:
+      return 13;  // INTERNAL
+    case 401:
+      return 16;  // UNAUTHENTICATED
+    case 403:
+      return 7;  // PERMISSION_DENIED
+    case 404:
+      return 12;  // UNIMPLEMENTED
+    case 408:
+    case 504:
+      return 4;  // DEADLINE_EXCEEDED
+    case 413:
+    case 429:
+      return 8;  // RESOURCE_EXHAUSTED
+    case 502:
+    case 503:
+      return 14;  // UNAVAILABLE
+    default:
+      return http_status >= 500 ? 13 : 2;  // INTERNAL, UNKNOWN
+  }
+}
+
+// grpc-message is percent-encoded (gRPC over HTTP/2 spec).
+std::string grpc_message(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c <= 0x7e && c != '%') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+// A gateway answer to a gRPC client: HTTP 200 with the status in trailers-only form (one
+// HEADERS block), never an HTML or JSON body a gRPC client cannot read.
+asio::awaitable<void> grpc_reply(Exchange& x, int status, std::string_view message) {
+  http::ResponseHead head;
+  head.status = 200;
+  head.headers.add("content-type", "application/grpc");
+  head.headers.add("grpc-status", std::to_string(grpc_status(status)));
+  head.headers.add("grpc-message", grpc_message(message));
+  head.headers.add("x-request-id", x.request_id);
+  head.has_body = false;
+  co_await x.s.send_response(head, {}, true);
+}
+
 asio::awaitable<void> local_reply(
     Exchange& x, int status, std::string_view content_type, std::string_view body,
     const std::vector<std::pair<std::string, std::string>>& extra = {}) {
   x.status = status;
   if (x.s.response_started()) {
     x.s.reset();
+    co_return;
+  }
+  if (status >= 400 && is_grpc(x.req)) {
+    co_await grpc_reply(
+        x, status,
+        x.grpc_error.empty() ? http::reason_phrase(status) : std::string_view(x.grpc_error));
     co_return;
   }
   http::ResponseHead head;
@@ -157,6 +224,7 @@ asio::awaitable<void> local_reply(
 }
 
 asio::awaitable<void> error_reply(Exchange& x, int status, std::string_view error) {
+  x.grpc_error.assign(error);
   std::string body = json_error(error, x.request_id);
   co_await local_reply(x, status, "application/json", body);
 }
@@ -306,7 +374,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
           }
           bool body_streamed = false;
           upstream::EndpointState* ep = nullptr;
-          std::shared_ptr<http1::ClientConnection>& conn = x.conn;
+          std::shared_ptr<http::ClientStream>& conn = x.conn;
           http::ResponseHead resp;
           const bool head_req = req.method == "HEAD";
           Clock::time_point up_start = Clock::now();
@@ -381,7 +449,12 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
             co_await error_reply(x, 502, "invalid upstream response");
             break;
           }
-          if (co_await s.send_response(resp, {bspan.data(), chunk.bytes}, done)) {
+          // Trailers (gRPC's grpc-status) end the response after the last body bytes.
+          const http::HeaderMap* trailers = done ? conn->trailers() : nullptr;
+          error_code wec =
+              co_await s.send_response(resp, {bspan.data(), chunk.bytes}, done && !trailers);
+          if (!wec && trailers) wec = co_await s.send_trailers(*trailers);
+          if (wec) {
             conn->close();
             break;
           }
@@ -395,7 +468,10 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
               break;
             }
             done = r.last;
-            if (co_await s.send_body({bspan.data(), r.bytes}, done)) {
+            trailers = done ? conn->trailers() : nullptr;
+            wec = co_await s.send_body({bspan.data(), r.bytes}, done && !trailers);
+            if (!wec && trailers) wec = co_await s.send_trailers(*trailers);
+            if (wec) {
               conn->close();
               done = false;
               break;

@@ -21,6 +21,14 @@ std::string pool_key(const config::Cluster& c, const config::Config& cfg) {
     k += c.tls->verify ? "|v" : "|nv";
   }
   k += '|';
+  k += c.protocol;
+  k += '|';
+  k += std::to_string(c.http2.max_concurrent_streams);
+  k += '|';
+  k += std::to_string(c.http2.initial_window_size);
+  k += '|';
+  k += std::to_string(c.http2.connection_window_size);
+  k += '|';
   k += std::to_string(c.connect_timeout.count());
   k += '|';
   k += std::to_string(c.idle_timeout.count());

@@ -14,7 +14,10 @@ constexpr auto kProbeAfter = std::chrono::milliseconds(1000);
 
 ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor ex,
                          std::shared_ptr<tls::ClientContext> tls)
-    : config_(&cluster), ex_(std::move(ex)), tls_(std::move(tls)) {
+    : config_(&cluster),
+      ex_(std::move(ex)),
+      tls_(std::move(tls)),
+      h2_(cluster.protocol != "http1") {
   endpoints_.reserve(cluster.endpoints.size());
   for (const auto& e : cluster.endpoints) {
     EndpointState st;
@@ -56,6 +59,22 @@ EndpointState& ClusterPool::pick() noexcept {
 
 asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool allow_reuse) {
   Lease lease;
+  if (h2_) {
+    std::erase_if(ep.h2, [](const auto& c) { return c->is_closed(); });
+    if (allow_reuse) {
+      for (auto& c : ep.h2) {
+        if (!c->has_capacity()) continue;
+        lease.reused = c->served();
+        lease.conn = c->open_stream();
+        co_return lease;
+      }
+    }
+    auto c = std::make_shared<http2::ClientConnection>(ex_, config_->http2, ep.label);
+    c->start(ep.endpoint, config_->connect_timeout, tls_, ep.tls_name);
+    ep.h2.push_back(c);
+    lease.conn = c->open_stream();
+    co_return lease;
+  }
   if (allow_reuse) {
     const auto now = std::chrono::steady_clock::now();
     while (!ep.idle.empty()) {
@@ -81,8 +100,9 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
   co_return lease;
 }
 
-void ClusterPool::release(EndpointState& ep,
-                          std::shared_ptr<http1::ClientConnection> conn) noexcept {
+void ClusterPool::release(EndpointState& ep, std::shared_ptr<http::ClientStream> stream) noexcept {
+  if (h2_) return;  // the stream ends here; its connection stays with the others
+  auto conn = std::static_pointer_cast<http1::ClientConnection>(std::move(stream));
   if (!conn->reusable() || ep.idle.size() >= config_->max_idle_per_endpoint) {
     conn->close();
     return;
@@ -93,6 +113,10 @@ void ClusterPool::release(EndpointState& ep,
 
 void ClusterPool::sweep(std::chrono::steady_clock::time_point now) noexcept {
   for (auto& ep : endpoints_) {
+    std::erase_if(ep.h2, [&](const std::shared_ptr<http2::ClientConnection>& c) {
+      if (c->active_streams() == 0 && now - c->idle_since() >= config_->idle_timeout) c->close();
+      return c->is_closed();
+    });
     std::erase_if(ep.idle, [&](const std::shared_ptr<http1::ClientConnection>& c) {
       if (now - c->idle_since() >= config_->idle_timeout || !c->still_alive()) {
         c->close();
@@ -105,6 +129,9 @@ void ClusterPool::sweep(std::chrono::steady_clock::time_point now) noexcept {
 
 void ClusterPool::close_idle() noexcept {
   for (auto& ep : endpoints_) {
+    for (auto& c : ep.h2)
+      c->shutdown();  // closes now if idle, else once its streams are done
+    ep.h2.clear();
     for (auto& c : ep.idle)
       c->close();
     ep.idle.clear();
@@ -113,8 +140,11 @@ void ClusterPool::close_idle() noexcept {
 
 std::size_t ClusterPool::idle_count() const noexcept {
   std::size_t n = 0;
-  for (const auto& ep : endpoints_)
+  for (const auto& ep : endpoints_) {
     n += ep.idle.size();
+    for (const auto& c : ep.h2)
+      n += c->active_streams() == 0 ? 1 : 0;
+  }
   return n;
 }
 

@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "http1/client_connection.h"
+#include "http2/client_connection.h"
 #include "turnpike/config/config.h"
 
 namespace turnpike::upstream {
@@ -24,6 +25,7 @@ struct EndpointState {
   std::int64_t weight = 1;
   std::int64_t current = 0;  // smooth weighted round robin state
   std::vector<std::shared_ptr<http1::ClientConnection>> idle;
+  std::vector<std::shared_ptr<http2::ClientConnection>> h2;  // multiplexed (protocol h2/h2c)
 };
 
 class ClusterPool {
@@ -42,16 +44,19 @@ class ClusterPool {
   /// Next endpoint by smooth weighted round robin (nginx's algorithm; plain rotation when all
   /// weights are equal).
   EndpointState& pick() noexcept;
-  /// A pooled connection to `ep` that still looks alive, or a fresh one (connected).
-  /// `reused` tells the caller whether a failure may be a stale keep-alive close.
+  /// An exchange with `ep`. HTTP/1.1: a pooled connection that still looks alive, or a fresh
+  /// one (connected). HTTP/2: a new stream on an open connection with room for it, or on a new
+  /// connection (which may still be connecting). `reused` tells the caller whether a failure
+  /// may be a stale keep-alive close.
   struct Lease {
-    std::shared_ptr<http1::ClientConnection> conn;
+    std::shared_ptr<http::ClientStream> conn;
     boost::system::error_code ec;
     bool reused = false;
   };
   boost::asio::awaitable<Lease> acquire(EndpointState& ep, bool allow_reuse = true);
-  /// Returns a connection after a complete exchange; closes it if not reusable or pool full.
-  void release(EndpointState& ep, std::shared_ptr<http1::ClientConnection> conn) noexcept;
+  /// Returns an exchange that completed. HTTP/1.1: the connection is pooled, or closed if not
+  /// reusable or the pool is full; HTTP/2: the stream is released.
+  void release(EndpointState& ep, std::shared_ptr<http::ClientStream> conn) noexcept;
   /// Closes idle connections unused for longer than the cluster's idle_timeout.
   void sweep(std::chrono::steady_clock::time_point now) noexcept;
   /// Closes every idle connection.
@@ -65,6 +70,7 @@ class ClusterPool {
   std::vector<EndpointState> endpoints_;
   std::size_t rr_ = 0;
   bool equal_weights_ = true;
+  bool h2_ = false;
 };
 
 }  // namespace turnpike::upstream

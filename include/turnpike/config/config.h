@@ -123,6 +123,13 @@ struct ClusterTls {
   bool verify = true;  // false: no verification at all (testing only; logged as a warning)
 };
 
+/// `clusters[].http2`: HTTP/2 to the backends (protocol h2 or h2c).
+struct ClusterHttp2 {
+  std::uint32_t max_concurrent_streams = 100;      // 1..10000 per connection (and the peer's cap)
+  std::uint32_t initial_window_size = 256 * 1024;  // 64KiB..16MiB; response buffered per stream
+  std::uint32_t connection_window_size = 16 * 1024 * 1024;  // 64KiB..1GiB
+};
+
 /// `clusters[]`. Timeouts: > 0 and at most 24h.
 struct Cluster {
   std::string name;                 // required, unique
@@ -133,6 +140,11 @@ struct Cluster {
   Duration idle_timeout{60'000};          // pooled connection closed after this long unused
   std::string lb_policy = "round_robin";  // the only policy so far
   std::optional<ClusterTls> tls;
+  /// `protocol`: http1 (default), h2 (HTTP/2 over TLS, ALPN h2; needs `tls`) or h2c (cleartext
+  /// HTTP/2 with prior knowledge). HTTP/2 connections are multiplexed: a new one is opened when
+  /// every open one has http2.max_concurrent_streams streams.
+  std::string protocol = "http1";
+  ClusterHttp2 http2;
   SourceLoc loc;
 };
 

@@ -55,6 +55,11 @@ class ServerStream {
   /// Sends more response body.
   virtual boost::asio::awaitable<boost::system::error_code> send_body(std::span<const char> body,
                                                                       bool end_stream) = 0;
+  /// Ends the response with trailer fields (gRPC's grpc-status, say): HTTP/2 sends them as a
+  /// trailing HEADERS frame; HTTP/1.1 as the trailer section of a chunked body (dropped when
+  /// the body had a Content-Length, as HTTP/1.1 has nowhere to put them).
+  virtual boost::asio::awaitable<boost::system::error_code> send_trailers(
+      const HeaderMap& trailers) = 0;
   /// True once send_response() was called: from then on errors can only abort the stream.
   virtual bool response_started() const noexcept = 0;
   /// Ends the stream abnormally (HTTP/1.1: close the connection; HTTP/2: RST_STREAM).

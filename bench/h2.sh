@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# HTTP/2 downstream: Turnpike vs nginx vs HAProxy, each serving HTTP/2 on two listeners, cleartext
+# with prior knowledge (h2c) and TLS with ALPN h2 (the same certificate for all three), in front of
+# one shared turnpike-echo upstream (cleartext HTTP/1.1 keep-alive). Measures, with h2load in
+# interleaved rounds: h2c keep-alive and h2-over-TLS keep-alive throughput (requests/s, p50/p99 from
+# h2load's per-request log, proxy CPU per request), and a new TLS connection per request (batches
+# of `h2load -n B -c B -m 1`: handshakes/s, proxy CPU per handshake); writes the
+# "<!-- h2:begin -->" ... "<!-- h2:end -->" section of docs/benchmarks.md (replaced if present,
+# appended if not; bench/run.sh, bench/tls.sh and bench/reload.sh keep it).
+#
+#   bench/h2.sh            full run: 3 rounds x 3 proxies x 3 scenarios x 10 s (about 6 minutes)
+#   bench/h2.sh --quick    smoke run: 1 round x 3 s, report to $BUILD_DIR/bench/benchmarks-h2-quick.md
+#
+# Environment (all optional):
+#   ROUNDS=3 DURATION=10 WARMUP=2      rounds, seconds per measured run, warm-up seconds per proxy
+#   RUN_WARMUP=1                       h2load --warm-up-time per keep-alive run (not measured)
+#   CONNECTIONS=16 STREAMS=10          h2load -c and -m (keep-alive scenarios)
+#   THREADS=2                          h2load -t (keep-alive scenarios)
+#   HS_BATCH=64 HS_THREADS=2           h2load -n = -c, and -t, per batch (new connection per request)
+#   PROXIES="turnpike nginx haproxy"   which proxies to measure
+#   ECHO_THREADS=1 ECHO_CPUS=          upstream threads; optional taskset CPU list for the upstream
+#   BENCH_PATH=/                       request path
+#   BUILD_DIR=build/release            where turnpike and turnpike-echo are built (preset `release`)
+#   NO_BUILD=1                         use the binaries already in BUILD_DIR (or TURNPIKE_BIN / ECHO_BIN)
+#   OUT=docs/benchmarks.md             report path (only the HTTP/2 section is written)
+#   KEEP=1                             keep the work directory (certificates, configs, logs, raw output)
+#
+# Note: the load generator, the proxy under test and the upstream share this machine's cores.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+QUICK=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "h2.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+BUILD_DIR="${BUILD_DIR:-$ROOT/build/release}"
+case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
+if [ "$QUICK" = 1 ]; then
+  OUT="${OUT:-$BUILD_DIR/bench/benchmarks-h2-quick.md}"
+else
+  OUT="${OUT:-$ROOT/docs/benchmarks.md}"
+fi
+case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
+PYTHON=/usr/bin/python3   # Debian's, stdlib only; not whatever python3 is first on PATH
+
+# --- peers and tools ------------------------------------------------------------------------------
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+need=()
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x "$PYTHON" ] || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "h2.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# --- build ----------------------------------------------------------------------------------------
+TURNPIKE_BUILD_ERROR=""
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+    if [ "$BUILD_DIR" = "$ROOT/build/release" ]; then
+      cmake --preset release >/dev/null
+    else
+      cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g -DNDEBUG" >/dev/null
+    fi
+  fi
+  echo "h2.sh: building turnpike-echo and turnpike in $BUILD_DIR"
+  if ! cmake --build "$BUILD_DIR" --target turnpike-echo >"$BUILD_DIR/h2-bench-build-echo.log" 2>&1; then
+    tail -30 "$BUILD_DIR/h2-bench-build-echo.log" >&2
+    echo "h2.sh: turnpike-echo (the shared upstream) does not build; nothing can be measured" >&2
+    exit 1
+  fi
+  if ! cmake --build "$BUILD_DIR" --target turnpike >"$BUILD_DIR/h2-bench-build-turnpike.log" 2>&1; then
+    TURNPIKE_BUILD_ERROR="build failed, see $BUILD_DIR/h2-bench-build-turnpike.log: $(grep -m1 -E 'error' "$BUILD_DIR/h2-bench-build-turnpike.log" || tail -1 "$BUILD_DIR/h2-bench-build-turnpike.log")"
+    echo "h2.sh: turnpike does not build; measuring the peers only ($TURNPIKE_BUILD_ERROR)" >&2
+  fi
+fi
+TURNPIKE_BIN="${TURNPIKE_BIN:-$BUILD_DIR/turnpike}"
+ECHO_BIN="${ECHO_BIN:-$BUILD_DIR/turnpike-echo}"
+if [ ! -x "$ECHO_BIN" ]; then
+  echo "h2.sh: no upstream binary at $ECHO_BIN" >&2
+  exit 1
+fi
+if [ -n "$TURNPIKE_BUILD_ERROR" ]; then TURNPIKE_BIN="$BUILD_DIR/.turnpike-not-built"; fi
+
+# --- run ------------------------------------------------------------------------------------------
+WORKDIR="$(mktemp -d /tmp/turnpike-h2-bench.XXXXXX)"
+: >"$WORKDIR/pids"
+DRIVER_PID=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM HUP
+  # The driver stops its own processes; this catches whatever is left if it was killed outright.
+  if [ -n "$DRIVER_PID" ] && kill -0 "$DRIVER_PID" 2>/dev/null; then
+    kill -TERM "$DRIVER_PID" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+      kill -0 "$DRIVER_PID" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -KILL "$DRIVER_PID" 2>/dev/null || true
+  fi
+  while read -r pid; do
+    [ -n "$pid" ] || continue
+    if kill -0 "$pid" 2>/dev/null; then
+      # Children first (nginx workers), then the process itself.
+      for child in $(pgrep -P "$pid" 2>/dev/null || true); do kill -KILL "$child" 2>/dev/null || true; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done <"$WORKDIR/pids"
+  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
+    echo "h2.sh: work directory kept: $WORKDIR"
+  else
+    rm -rf "$WORKDIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# --- certificates: as bench/tls.sh, one EC P-256 CA and one server certificate for all three -------
+CERTS="$WORKDIR/certs"
+mkdir -p "$CERTS"
+(
+  cd "$CERTS"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+  openssl req -x509 -new -key ca.key -sha256 -days 30 -subj "/CN=Turnpike bench CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.pem
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out server.key 2>/dev/null
+  openssl req -new -key server.key -subj "/CN=bench.test" -out server.csr
+  printf '%s\n' "subjectAltName=DNS:bench.test,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -sha256 \
+    -extfile server.ext -out server.pem 2>/dev/null
+  cat server.pem server.key >server-combined.pem   # HAProxy's `crt` wants certificate and key in one file
+  openssl verify -CAfile ca.pem server.pem >/dev/null
+) || { echo "h2.sh: could not create the certificates in $CERTS" >&2; exit 1; }
+
+ARGS=()
+[ "$QUICK" = 1 ] && ARGS+=(--quick)
+export TURNPIKE_BIN ECHO_BIN BUILD_DIR WORKDIR OUT TURNPIKE_BUILD_ERROR CERTS
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # nginx and HAProxy size their fd needs from maxconn
+# Bounded: the driver keeps its own time budget; this is the hard stop above it.
+if [ "$QUICK" = 1 ]; then R=${ROUNDS:-1} D=${DURATION:-3}; else R=${ROUNDS:-3} D=${DURATION:-10}; fi
+LIMIT=$(( ( R * (D + ${RUN_WARMUP:-1} + 6) * 9 + 300 ) * 2 ))
+timeout --signal=TERM --kill-after=30 "$LIMIT" "$PYTHON" "$ROOT/bench/h2_bench.py" "${ARGS[@]}" &
+DRIVER_PID=$!
+wait "$DRIVER_PID"
