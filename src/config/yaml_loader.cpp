@@ -779,8 +779,8 @@ void Loader::load_routes(const Value& v, Config& c) {
 void Loader::load_route(const Value& v, std::size_t index, Route& r) {
   r.loc = v.loc;
   r.name = "route-" + std::to_string(index);
-  const auto f = fields(
-      v, {"name", "match", "backend", "backends", "rewrite", "timeout", "respond", "redirect"});
+  const auto f = fields(v, {"name", "match", "backend", "backends", "rewrite", "timeout", "respond",
+                            "redirect", "websocket"});
   if (!f) return;
   if (const auto* n = f->get("name")) {
     if (auto s = name(*n)) r.name = std::move(*s);
@@ -855,6 +855,14 @@ void Loader::load_route(const Value& v, std::size_t index, Route& r) {
     }
   }
   set_duration(*f, "timeout", r.timeout);
+  if (const auto* ws = f->get("websocket")) {
+    if (ws->node.IsMap()) {
+      if (const auto wf = fields(*ws, {"idle_timeout"}))
+        set_duration(*wf, "idle_timeout", r.websocket_idle_timeout, Duration(1'000));
+    } else if (const auto b = boolean(*ws)) {
+      r.websocket = *b;
+    }
+  }
   if (const auto* rs = f->get("respond")) load_respond(*rs, r.respond.emplace());
   if (const auto* rd = f->get("redirect")) load_redirect(*rd, r.redirect.emplace());
 }

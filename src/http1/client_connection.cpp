@@ -147,6 +147,7 @@ asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHe
   ++requests_;
   rx_ = 0;
   request_done_ = false;
+  tunnel_ = false;
   parser_.reset();
   out_.clear();
   out_ += head.method;
@@ -182,6 +183,19 @@ asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHe
 
 asio::awaitable<error_code> ClientConnection::send_body(std::span<const char> body, bool end_stream,
                                                         std::chrono::milliseconds timeout) {
+  if (tunnel_) {
+    error_code ec;
+    if (!body.empty()) {
+      std::array<asio::const_buffer, 1> bufs{asio::buffer(body.data(), body.size())};
+      ec = co_await write(bufs, timeout);
+    }
+    if (!ec && end_stream) {
+      // The client is done sending: pass the half-close on.
+      error_code ignored;
+      lowest().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+    co_return ec;
+  }
   out_.clear();
   FrameBuffers bufs;
   std::size_t nbufs = frame_body(out_, body, request_chunked_, end_stream, bufs);
@@ -219,11 +233,21 @@ asio::awaitable<error_code> ClientConnection::read_response_head(
   }
   http::strip_hop_by_hop(head.headers);
   head.has_body = !parser_->is_done();
+  if (head.status == 101) {
+    tunnel_ = true;  // bytes after the head belong to the upgraded protocol
+    failed_ = true;  // never pooled again
+    head.has_body = false;
+  }
   co_return error_code{};
 }
 
 http::BodyRead ClientConnection::read_buffered_body(std::span<char> out) {
   http::BodyRead r;
+  if (tunnel_) {
+    r.bytes = asio::buffer_copy(asio::buffer(out.data(), out.size()), buffer_.data());
+    buffer_.consume(r.bytes);
+    return r;
+  }
   if (!parser_ || parser_->is_done()) {
     r.last = true;
     return r;
@@ -249,6 +273,25 @@ http::BodyRead ClientConnection::read_buffered_body(std::span<char> out) {
 
 asio::awaitable<http::BodyRead> ClientConnection::read_body(std::span<char> out,
                                                             std::chrono::milliseconds timeout) {
+  if (tunnel_) {
+    http::BodyRead r = read_buffered_body(out);
+    if (r.bytes > 0) co_return r;
+    deadline_.expires_after(timeout);
+    error_code ec;
+    if (tls_)
+      std::tie(ec, r.bytes) =
+          co_await tls_->async_read_some(asio::buffer(out.data(), out.size()), kAwait);
+    else
+      std::tie(ec, r.bytes) =
+          co_await socket_.async_read_some(asio::buffer(out.data(), out.size()), kAwait);
+    deadline_.clear();
+    rx_ += r.bytes;
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
+      r.last = true;
+    else if (ec)
+      r.ec = deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+    co_return r;
+  }
   for (;;) {
     http::BodyRead r = read_buffered_body(out);
     if (r.ec || r.bytes > 0 || r.last) co_return r;

@@ -92,6 +92,7 @@ class ClientConnection final : public http::ClientStream,
   std::optional<ResponseParser> parser_;
   bool request_chunked_ = false;
   bool request_done_ = false;
+  bool tunnel_ = false;  // after 101 Switching Protocols: raw bytes both ways
   bool failed_ = false;
   std::uint64_t requests_ = 0;
   std::uint64_t rx_ = 0;

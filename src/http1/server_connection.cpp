@@ -273,6 +273,9 @@ asio::awaitable<bool> ServerConnection::read_head() {
                     ? !parser_->connection_close()
                     : parser_->connection_keep_alive() && !parser_->connection_close();
   head_request_ = head_.method == "HEAD";
+  if (parser_->connection_upgrade() && parser_->version() == 11) {
+    if (const std::string* up = head_.headers.get("upgrade")) head_.upgrade = *up;
+  }
   http::strip_hop_by_hop(head_.headers);
   co_return true;
 }
@@ -303,6 +306,31 @@ asio::awaitable<void> ServerConnection::reply_error(int status, std::string_view
 
 asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out) {
   http::BodyRead r;
+  if (tunnel_) {
+    // Upgraded: the client's bytes as they come; the proxy watches the tunnel's idle time.
+    if (state_ == State::Closed) {
+      r.ec = asio::error::not_connected;
+      co_return r;
+    }
+    if (buffer_.size() > 0) {
+      r.bytes = asio::buffer_copy(asio::buffer(out.data(), out.size()), buffer_.data());
+      buffer_.consume(r.bytes);
+      co_return r;
+    }
+    error_code ec;
+    if (tls_)
+      std::tie(ec, r.bytes) =
+          co_await tls_->async_read_some(asio::buffer(out.data(), out.size()), kAwait);
+    else
+      std::tie(ec, r.bytes) =
+          co_await socket_.async_read_some(asio::buffer(out.data(), out.size()), kAwait);
+    rx_ += r.bytes;
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
+      r.last = true;
+    else
+      r.ec = ec;
+    co_return r;
+  }
   if (!parser_ || parser_->is_done() || state_ == State::Closed) {
     r.last = true;
     co_return r;
@@ -352,6 +380,11 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
                                                             bool end_stream) {
   response_started_ = true;
   const bool http10 = head_.protocol == http::Protocol::Http10;
+  if (head.status == 101 && !head_.upgrade.empty()) {
+    // Switching protocols: the head, then raw bytes both ways until one side closes.
+    tunnel_ = true;
+    keep_alive_ = false;
+  }
   // Close when the client asked, when draining, or when the request body was not read to the
   // end (its remaining bytes would be taken for the next request).
   close_after_ =
@@ -392,7 +425,9 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
   } else {
     close_after_ = true;  // HTTP/1.0: the body ends when the connection does
   }
-  if (close_after_)
+  if (tunnel_)
+    ;  // the handler's Connection: upgrade stands
+  else if (close_after_)
     out_ += "Connection: close\r\n";
   else if (http10)
     out_ += "Connection: keep-alive\r\n";
@@ -413,6 +448,21 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
 asio::awaitable<error_code> ServerConnection::send_body(std::span<const char> body,
                                                         bool end_stream) {
   if (state_ == State::Closed) co_return asio::error::not_connected;
+  if (tunnel_) {
+    if (!body.empty()) {
+      std::array<asio::const_buffer, 1> bufs{asio::buffer(body.data(), body.size())};
+      if (error_code ec = co_await write(bufs)) {
+        close();
+        co_return ec;
+      }
+    }
+    if (end_stream) {
+      response_done_ = true;
+      error_code ignored;
+      lowest().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+    co_return error_code{};
+  }
   if (head_request_ || response_done_) {
     if (end_stream) response_done_ = true;
     co_return error_code{};

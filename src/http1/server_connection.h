@@ -93,6 +93,7 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   bool response_done_ = false;
   bool sent_continue_ = false;
   bool drain_requested_ = false;
+  bool tunnel_ = false;   // after 101 Switching Protocols
   std::uint64_t rx_ = 0;  // bytes of the current request
   std::uint64_t tx_ = 0;  // bytes of the current response
 };

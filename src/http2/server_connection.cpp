@@ -74,7 +74,10 @@ bool take_token(double& tokens, Clock::time_point& last, double rate, double bur
 class ServerConnection::Stream final : public http::ServerStream {
  public:
   Stream(ServerConnection& c, std::int32_t id)
-      : conn_(c), id_(id), event_(c.write_event_.get_executor()) {
+      : conn_(c),
+        id_(id),
+        read_event_(c.write_event_.get_executor()),
+        send_event_(c.write_event_.get_executor()) {
     head.protocol = http::Protocol::Http2;
     head.headers.reserve(16);
   }
@@ -97,16 +100,22 @@ class ServerConnection::Stream final : public http::ServerStream {
     rst_sent_ = true;
     nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_, code);
     conn_.signal_write();
+    wake();
   }
+  // Reading the request body and sending the response may wait at the same time (a WebSocket
+  // tunnel does both), so each has its own event.
   void wake() noexcept {
-    if (waiting_) event_.cancel();
+    if (read_waiting_) read_event_.cancel();
+    if (send_waiting_) send_event_.cancel();
   }
   // Waits for wake() or the deadline; false when the deadline passed.
-  asio::awaitable<bool> wait_until(Clock::time_point deadline) {
-    event_.expires_at(deadline);
-    waiting_ = true;
-    co_await event_.async_wait(kAwait);
-    waiting_ = false;
+  asio::awaitable<bool> wait_until(Clock::time_point deadline, bool sending) {
+    asio::steady_timer& ev = sending ? send_event_ : read_event_;
+    bool& waiting = sending ? send_waiting_ : read_waiting_;
+    ev.expires_at(deadline);
+    waiting = true;
+    co_await ev.async_wait(kAwait);
+    waiting = false;
     co_return Clock::now() < deadline;
   }
   // Waits until the codec has taken every pending response byte.
@@ -120,7 +129,8 @@ class ServerConnection::Stream final : public http::ServerStream {
 
   ServerConnection& conn_;
   const std::int32_t id_;
-  asio::steady_timer event_;
+  asio::steady_timer read_event_;
+  asio::steady_timer send_event_;
   http::RequestHead head;
   std::string scheme;
   std::string protocol;  // :protocol (extended CONNECT)
@@ -153,7 +163,8 @@ class ServerConnection::Stream final : public http::ServerStream {
   bool closed_ = false;  // nghttp2 closed the stream
   std::uint32_t close_code_ = 0;
   bool rst_sent_ = false;
-  bool waiting_ = false;
+  bool read_waiting_ = false;
+  bool send_waiting_ = false;
   std::uint64_t rx_ = 0;
   std::uint64_t tx_ = 0;
 };
@@ -231,7 +242,7 @@ asio::awaitable<error_code> ServerConnection::Stream::drain_pending() {
       pending_ = {};
       co_return asio::error::connection_reset;
     }
-    if (!co_await wait_until(deadline)) {
+    if (!co_await wait_until(deadline, true)) {
       if (pending_.size() == left) {
         // The client kept its window closed for body_timeout: give up on this stream only.
         reset_with(NGHTTP2_CANCEL);
@@ -248,7 +259,9 @@ asio::awaitable<error_code> ServerConnection::Stream::drain_pending() {
 
 asio::awaitable<http::BodyRead> ServerConnection::Stream::read_body(std::span<char> out) {
   http::BodyRead r;
-  auto deadline = Clock::now() + conn_.limits_.body_timeout;
+  // A WebSocket stream idles as long as its tunnel allows (the proxy watches that).
+  auto deadline =
+      head.upgrade.empty() ? Clock::now() + conn_.limits_.body_timeout : Clock::time_point::max();
   for (;;) {
     if (body_too_large_) {
       r.ec = boost::beast::http::error::body_limit;
@@ -276,11 +289,11 @@ asio::awaitable<http::BodyRead> ServerConnection::Stream::read_body(std::span<ch
       r.last = true;
       co_return r;
     }
-    if (closed_ || conn_.closed_) {
+    if (closed_ || conn_.closed_ || rst_sent_) {
       r.ec = boost::beast::http::error::partial_message;
       co_return r;
     }
-    if (!co_await wait_until(deadline)) {
+    if (!co_await wait_until(deadline, false)) {
       r.ec = asio::error::timed_out;
       co_return r;
     }
@@ -573,6 +586,7 @@ void ServerConnection::init_session() {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
        static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_.max_header_bytes, UINT32_MAX))},
       {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},  // WebSocket over HTTP/2 (RFC 8441)
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, std::size(iv));
   nghttp2_session_set_local_window_size(
@@ -669,9 +683,15 @@ void ServerConnection::on_headers_done(Stream& s, bool end_stream) {
   std::string_view why;
   if (s.too_large) {
     status = 431, why = "request header list too large";
-  } else if (h.method == "CONNECT") {
-    status = 501, why = "CONNECT is not supported";
+  } else if (h.method == "CONNECT" && s.protocol != "websocket") {
+    status = 501, why = s.protocol.empty() ? "CONNECT is not supported"
+                                           : "extended CONNECT supports websocket only";
   } else if (auto split = http::normalize_target(h.target)) {
+    if (h.method == "CONNECT") {
+      // RFC 8441: a WebSocket; routed and sent upstream like an HTTP/1.1 upgrade (GET).
+      h.upgrade = s.protocol;
+      h.method = "GET";
+    }
     h.path = std::move(split->path);
     h.query = std::move(split->query);
   } else {

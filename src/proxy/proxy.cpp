@@ -5,6 +5,8 @@
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -239,6 +241,108 @@ int downstream_body_status(const error_code& ec) {
   return 0;
 }
 
+// ---- WebSocket tunnels ----------------------------------------------------------------------
+
+struct Tunnel {
+  explicit Tunnel(const asio::any_io_executor& ex) : wake(ex) {}
+  asio::steady_timer wake;
+  Clock::time_point last = Clock::now();  // bytes moved either way
+  Clock::time_point half_closed{};        // one direction ended cleanly
+  int running = 2;
+  bool failed = false;
+};
+
+// No deadline of their own: the tunnel's idle timeout is watched in tunnel().
+constexpr std::chrono::milliseconds kTunnelReadTimeout = std::chrono::hours(24);
+// After one side closed its direction, how long the other may still talk.
+constexpr std::chrono::milliseconds kTunnelLinger = std::chrono::seconds(5);
+
+asio::awaitable<void> pump_to_client(http::ClientStream& up, http::ServerStream& s, char* buf,
+                                     Tunnel& t) {
+  for (;;) {
+    http::BodyRead r = co_await up.read_body({buf, BufferPool::kSize}, kTunnelReadTimeout);
+    if (r.ec) {
+      t.failed = true;
+      break;
+    }
+    if (r.bytes) t.last = Clock::now();
+    if (co_await s.send_body({buf, r.bytes}, r.last)) {
+      t.failed = true;
+      break;
+    }
+    if (r.last) {
+      t.half_closed = Clock::now();
+      break;
+    }
+  }
+  --t.running;
+  t.wake.cancel();
+}
+
+asio::awaitable<void> pump_to_upstream(http::ServerStream& s, http::ClientStream& up, char* buf,
+                                       Tunnel& t) {
+  for (;;) {
+    http::BodyRead r = co_await s.read_body({buf, BufferPool::kSize});
+    if (r.ec) {
+      t.failed = true;
+      break;
+    }
+    if (r.bytes) t.last = Clock::now();
+    if (co_await up.send_body({buf, r.bytes}, r.last, kTunnelReadTimeout)) {
+      t.failed = true;
+      break;
+    }
+    if (r.last) {
+      t.half_closed = Clock::now();
+      break;
+    }
+  }
+  --t.running;
+  t.wake.cancel();
+}
+
+// Moves bytes both ways until both directions end, either fails, or nothing moved for `idle`.
+asio::awaitable<void> tunnel(http::ServerStream& s, http::ClientStream& up,
+                             std::chrono::milliseconds idle, BufferPool& buffers,
+                             const asio::any_io_executor& ex) {
+  Tunnel t(ex);
+  auto down_buf = buffers.get();
+  auto up_buf = buffers.get();
+  asio::co_spawn(ex, pump_to_client(up, s, down_buf.get(), t), asio::detached);
+  asio::co_spawn(ex, pump_to_upstream(s, up, up_buf.get(), t), asio::detached);
+  bool closed = false;
+  while (t.running > 0) {
+    const auto now = Clock::now();
+    const bool lingering = t.half_closed != Clock::time_point{};
+    if (!closed &&
+        (t.failed || now - t.last >= idle || (lingering && now - t.half_closed >= kTunnelLinger))) {
+      closed = true;  // both pumps fail out of their I/O now
+      up.close();
+      s.reset();
+    }
+    Clock::time_point next = t.last + idle;
+    if (lingering) next = std::min(next, t.half_closed + kTunnelLinger);
+    t.wake.expires_at(closed ? now + std::chrono::seconds(1) : next);
+    co_await t.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  buffers.put(std::move(down_buf));
+  buffers.put(std::move(up_buf));
+}
+
+std::string websocket_key(WorkerContext& ctx) {
+  static constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  unsigned char raw[18];
+  for (unsigned char& c : raw)
+    c = static_cast<unsigned char>(ctx.random());
+  std::string out;
+  for (std::size_t i = 0; i < sizeof raw; i += 3) {
+    const std::uint32_t v = (raw[i] << 16) | (raw[i + 1] << 8) | raw[i + 2];
+    for (int k = 18; k >= 0; k -= 6)
+      out += kB64[(v >> k) & 63];
+  }
+  return out.substr(0, 22) + "==";  // 16 bytes, base64
+}
+
 }  // namespace
 
 void Proxy::on_rejected(const http::ConnectionInfo& conn, const http::RequestHead& partial,
@@ -353,6 +457,30 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
             target += req.query;
           }
 
+          // WebSocket: HTTP/1.1 Upgrade, or RFC 8441 extended CONNECT from an HTTP/2 client,
+          // which becomes an HTTP/1.1 upgrade upstream.
+          const bool upgrade = !req.upgrade.empty();
+          const bool h2_client = req.protocol == http::Protocol::Http2;
+          if (upgrade) {
+            if (!rc.websocket) {
+              co_await error_reply(x, 403, "websocket upgrades are disabled on this route");
+              break;
+            }
+            if (pool.config().protocol != "http1") {
+              co_await error_reply(x, 502, "websocket needs an http1 cluster");
+              break;
+            }
+            req.headers.set("Connection", "Upgrade");
+            req.headers.set("Upgrade", req.upgrade);
+            if (h2_client) {
+              req.headers.set("Sec-WebSocket-Key", websocket_key(ctx_));
+              if (!req.headers.has("sec-websocket-version"))
+                req.headers.add("Sec-WebSocket-Version", "13");
+            }
+            req.has_body = false;  // the tunnel carries the bytes, after the 101
+            req.content_length.reset();
+          }
+
           buf = buffers.get();
           std::span<char> bspan(buf.get(), BufferPool::kSize);
 
@@ -442,6 +570,26 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
           if (filter_run) filter_run->chain.run_response(resp, filter_run->callbacks);
           resp.headers.set("X-Request-Id", x.request_id);
           if (!resp.headers.has("date")) resp.headers.add("Date", http::http_date_now());
+          if (upgrade && resp.status == 101) {
+            if (h2_client) {  // RFC 8441: 200 opens the tunnel; no key/accept exchange
+              resp.status = 200;
+              resp.headers.remove("sec-websocket-accept");
+            } else {
+              resp.headers.set("Upgrade", req.upgrade);
+              resp.headers.set("Connection", "Upgrade");
+            }
+            resp.has_body = true;
+            resp.content_length.reset();
+            if (co_await s.send_response(resp, {}, false)) {
+              conn->close();
+              break;
+            }
+            co_await tunnel(s, *conn, rc.websocket_idle_timeout, buffers, ctx_.executor());
+            x.upstream_ms = ms_since(up_start);
+            conn->close();
+            conn.reset();
+            break;
+          }
           http::BodyRead chunk = conn->read_buffered_body(bspan);
           bool done = chunk.last && !chunk.ec;
           if (chunk.ec) {

@@ -199,6 +199,11 @@ struct Route {
   Rewrite rewrite;
   // Upstream response-header deadline and body inactivity bound; > 0, at most 24h.
   Duration timeout{15'000};
+  /// `websocket`: WebSocket upgrades (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) are tunnelled
+  /// to the backend; `websocket: false` refuses them, `{idle_timeout: 5m}` closes a tunnel
+  /// with no traffic either way for that long (1s..24h).
+  bool websocket = true;
+  Duration websocket_idle_timeout{300'000};
   std::optional<DirectResponse> respond;
   std::optional<Redirect> redirect;
   SourceLoc loc;

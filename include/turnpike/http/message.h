@@ -24,6 +24,9 @@ struct RequestHead {
   std::optional<std::uint64_t> content_length;  // set when the body length is known
   bool has_body = false;                        // false: no body follows the head
   bool expect_continue = false;
+  /// The protocol the client asks to switch to ("websocket"): HTTP/1.1 Upgrade with Connection:
+  /// upgrade, or HTTP/2 extended CONNECT's :protocol (RFC 8441). Empty: none.
+  std::string upgrade;
 };
 
 struct ResponseHead {
