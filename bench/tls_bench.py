@@ -415,8 +415,8 @@ def render_section(s, info, vers, status, probes, results, elapsed):
     L.append("  - HAProxy: `bind … ssl crt <cert+key in one PEM> alpn http/1.1 ssl-min-ver TLSv1.2`, "
              "`X-Forwarded-Proto https`; HAProxy's defaults otherwise (its built-in session cache is on).")
     L.append("  Ciphers, groups and ticket settings are each proxy's defaults with the system OpenSSL; the "
-             "probe table below shows what a client actually negotiates. HTTP/2 is not measured (Turnpike "
-             "does not implement it yet).")
+             "probe table below shows what a client actually negotiates. These runs are HTTP/1.1 (wrk, "
+             "s_time); HTTP/2 over TLS is measured in the HTTP/2 section.")
     L.append(f"- **HTTPS keep-alive**: `wrk -t{s.threads} -c{s.connections} -d{s.duration}s --latency "
              f"https://127.0.0.1:PORT{s.path}` (wrk opens its {s.connections} connections once, so this is "
              "the cost of TLS record encryption on top of proxying, with almost no handshakes). "
