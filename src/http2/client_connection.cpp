@@ -103,9 +103,13 @@ class ClientConnection::Stream final : public http::ClientStream {
     if (conn_->closed_ && conn_->error_) return conn_->error_;
     return asio::error::connection_reset;
   }
-  bool broken() const noexcept { return conn_->closed_ || (closed_ && !in_done_) || rst_sent_; }
+  bool broken() const noexcept {
+    return conn_->closed_ || (closed_ && !in_done_) || rst_sent_ || abandoned_;
+  }
   void abandon(std::uint32_t code) noexcept {
     pending_ = {};
+    abandoned_ = true;
+    wake();  // whatever this exchange waits on fails now
     if (id_ <= 0 || closed_ || rst_sent_ || conn_->closed_) return;
     rst_sent_ = true;
     nghttp2_submit_rst_stream(conn_->session_, NGHTTP2_FLAG_NONE, id_, code);
@@ -134,6 +138,7 @@ class ClientConnection::Stream final : public http::ClientStream {
   bool closed_ = false;
   std::uint32_t close_code_ = 0;
   bool rst_sent_ = false;
+  bool abandoned_ = false;
   bool waiting_ = false;
   std::uint64_t rx_ = 0;
 };
@@ -163,7 +168,7 @@ asio::awaitable<error_code> ClientConnection::Stream::send_request(
     const http::RequestHead& head, std::string_view path_and_query, std::span<const char> body,
     bool end_stream, std::chrono::milliseconds timeout) {
   if (auto ec = co_await conn_->wait_ready(Clock::now() + timeout)) co_return ec;
-  if (conn_->closed_) co_return failure();
+  if (conn_->closed_ || abandoned_) co_return failure();
   ClientConnection& c = *conn_;
   const std::string* host = head.headers.get("host");
   std::string_view authority = host ? std::string_view(*host) : std::string_view(head.authority);

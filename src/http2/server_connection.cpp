@@ -91,6 +91,15 @@ class ServerConnection::Stream final : public http::ServerStream {
   asio::awaitable<error_code> send_trailers(const http::HeaderMap& trailers) override;
   bool response_started() const noexcept override { return response_started_; }
   void reset() noexcept override { reset_with(NGHTTP2_INTERNAL_ERROR); }
+  void set_observer(http::StreamObserver* o) noexcept override { observer_ = o; }
+  // The client reset the stream (or the connection went) while the handler still needs it.
+  void client_gone() noexcept {
+    if (observer_ && reading_ && !response_done_ && !rst_sent_) {
+      http::StreamObserver* o = observer_;
+      observer_ = nullptr;
+      o->on_client_reset();
+    }
+  }
   std::uint64_t bytes_received() const noexcept override { return rx_; }
   std::uint64_t bytes_sent() const noexcept override { return tx_; }
 
@@ -165,6 +174,7 @@ class ServerConnection::Stream final : public http::ServerStream {
   bool rst_sent_ = false;
   bool read_waiting_ = false;
   bool send_waiting_ = false;
+  http::StreamObserver* observer_ = nullptr;
   std::uint64_t rx_ = 0;
   std::uint64_t tx_ = 0;
 };
@@ -504,6 +514,7 @@ struct ServerConnection::Callbacks {
     s->in_off_ = 0;
     s->pending_ = {};
     s->wake();
+    s->client_gone();
     nghttp2_session_set_stream_user_data(session, id, nullptr);
     c.streams_.erase(id);  // the handler, if any, keeps its own reference
     return 0;
@@ -832,6 +843,7 @@ void ServerConnection::close() noexcept {
     s->closed_ = true;
     s->pending_ = {};
     s->wake();
+    s->client_gone();
   }
   streams_.clear();
 }

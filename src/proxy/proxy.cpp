@@ -37,8 +37,17 @@ bool valid_request_id(std::string_view v) {
 
 // State of one request, for the answer and the log line. Registered with its snapshot, so the
 // worker can close it when its generation has to go.
-struct Exchange final : PinnedStream {
-  Exchange(http::ServerStream& stream, http::RequestHead& request) : s(stream), req(request) {}
+struct Exchange final : PinnedStream, http::StreamObserver {
+  Exchange(http::ServerStream& stream, http::RequestHead& request) : s(stream), req(request) {
+    s.set_observer(this);
+  }
+  ~Exchange() { s.set_observer(nullptr); }
+  // The client went away (HTTP/2 RST_STREAM): stop the upstream exchange now rather than when
+  // it answers, so the backend learns of it too (its stream is reset, or its connection closed).
+  void on_client_reset() noexcept override {
+    client_gone = true;
+    if (conn) conn->close();
+  }
   void close_for_generation() noexcept override {
     closed_for_generation = true;
     if (conn) conn->close();
@@ -57,6 +66,7 @@ struct Exchange final : PinnedStream {
   Clock::time_point start = Clock::now();
   std::shared_ptr<http::ClientStream> conn;  // the upstream exchange, while there is one
   bool closed_for_generation = false;
+  bool client_gone = false;
   std::string grpc_error;  // the message of a gateway error, for gRPC clients
 };
 
@@ -202,6 +212,7 @@ asio::awaitable<void> local_reply(
     Exchange& x, int status, std::string_view content_type, std::string_view body,
     const std::vector<std::pair<std::string, std::string>>& extra = {}) {
   x.status = status;
+  if (x.client_gone) co_return;  // nobody to answer
   if (x.s.response_started()) {
     x.s.reset();
     co_return;
@@ -643,6 +654,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
   }
   if (buf) buffers.put(std::move(buf));
 
+  if (x.client_gone) x.status = 499;  // nginx's "client closed request"
   observability::AccessRecord r;
   r.request_id = x.request_id;
   r.client = s.connection().client_address;

@@ -9,6 +9,7 @@ the HTTP/2 backend (protocol translation)."""
 import os
 import subprocess
 import sys
+import threading
 import time
 import unittest
 from concurrent import futures
@@ -28,7 +29,10 @@ def _ident(b):
 
 
 class EchoService(grpc.GenericRpcHandler):
-    """/test.Echo/{Unary,ServerStream,ClientStream,Bidi,Fail,Slow} over raw bytes."""
+    """/test.Echo/{Unary,ServerStream,ClientStream,Bidi,Fail,Slow,Wait} over raw bytes."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
 
     def service(self, details):
         m = details.method
@@ -44,6 +48,8 @@ class EchoService(grpc.GenericRpcHandler):
             return grpc.unary_unary_rpc_method_handler(self.fail, _ident, _ident)
         if m == "/test.Echo/Slow":
             return grpc.unary_unary_rpc_method_handler(self.slow, _ident, _ident)
+        if m == "/test.Echo/Wait":
+            return grpc.unary_unary_rpc_method_handler(self.wait, _ident, _ident)
         return None
 
     def unary(self, req, ctx):
@@ -77,10 +83,20 @@ class EchoService(grpc.GenericRpcHandler):
         time.sleep(3)
         return req
 
+    def wait(self, req, ctx):
+        """Runs for up to 5 s unless the call is cancelled (which it notes)."""
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            if not ctx.is_active():
+                self.cancelled.set()
+                return b""
+            time.sleep(0.02)
+        return b"done"
 
-def start_grpc_server(creds=None):
+
+def start_grpc_server(creds=None, service=None):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((EchoService(),))
+    server.add_generic_rpc_handlers((service or EchoService(),))
     if creds is None:
         port = server.add_insecure_port("127.0.0.1:0")
     else:
@@ -115,7 +131,8 @@ class GrpcCase(h.TurnpikeCase):
             cluster = h.cluster("grpc", "127.0.0.1:%d" % port, protocol="h2",
                                 tls={"ca": self.pki.ca.cert, "server_name": BACKEND})
         else:
-            server, port = start_grpc_server()
+            self.service = EchoService()
+            server, port = start_grpc_server(service=self.service)
             cluster = h.cluster("grpc", "127.0.0.1:%d" % port, protocol="h2c")
         self.servers.append(server)
         self.grpc_port = port
@@ -229,6 +246,19 @@ class GrpcThroughTurnpikeTest(GrpcCase):
         self.assertIn("content-type: application/grpc\r\n", text)
         self.assertIn("grpc-status: 14\r\n", text)
         self.assertTrue(text.endswith("\r\n\r\n"), text)  # no body
+
+    def test_client_cancellation_reaches_the_server(self):
+        self.start()
+        # The client cancels a call that has no deadline (so no grpc-timeout for the server
+        # to act on): it resets the stream, and Turnpike must pass that on (RST_STREAM
+        # upstream) rather than keep the call running on the server until it answers.
+        fut = self.unary("/test.Echo/Wait").future(b"")
+        time.sleep(0.3)
+        self.assertTrue(fut.cancel())
+        self.assertTrue(self.service.cancelled.wait(h.scaled(3)),
+                        "the server never saw the cancellation")
+        h.wait_for(lambda: '"status":499' in self.tp.proc.stdout(), h.scaled(5),
+                   what="access log line with status 499")
 
     def test_http11_client_to_h2_backend(self):
         self.start()

@@ -272,6 +272,11 @@ class H2StrictnessTest(H2Case):
             c.send_headers(1, c.request_headers("/big", "POST"), end_stream=False)
             c.send_data(1, b"x" * 20000)
             self.assertEqual(c.goaway().error_code, h2client.FRAME_SIZE_ERROR)
+        # An HPACK dynamic table size update beyond SETTINGS_HEADER_TABLE_SIZE (4096).
+        with self.raw() as c:
+            c.enc.header_table_size = 65536
+            c.get(1, "/hello")
+            self.assertEqual(c.goaway().error_code, h2client.COMPRESSION_ERROR)
         # An HPACK block that does not decode.
         with self.raw() as c:
             c.send(HeadersFrame(1, b"\xff\xff\xff\xff\xff\xff", flags=["END_HEADERS"]))

@@ -42,6 +42,16 @@ struct BodyRead {
   bool last = false;  // the body is complete (bytes may be > 0 too)
 };
 
+/// Told when the client abandons a stream while its handler runs (an HTTP/2 RST_STREAM, or the
+/// connection closing), so the handler can stop what it waits on (the upstream exchange).
+class StreamObserver {
+ public:
+  virtual void on_client_reset() noexcept = 0;
+
+ protected:
+  ~StreamObserver() = default;
+};
+
 class ServerStream {
  public:
   virtual RequestHead& request() noexcept = 0;
@@ -62,6 +72,9 @@ class ServerStream {
       const HeaderMap& trailers) = 0;
   /// True once send_response() was called: from then on errors can only abort the stream.
   virtual bool response_started() const noexcept = 0;
+  /// Registers (nullptr: removes) the observer. HTTP/1.1 does not read the connection while a
+  /// request is served, so it cannot notice a client leaving then and ignores this.
+  virtual void set_observer(StreamObserver* observer) noexcept { (void)observer; }
   /// Ends the stream abnormally (HTTP/1.1: close the connection; HTTP/2: RST_STREAM).
   virtual void reset() noexcept = 0;
   /// Bytes of request (head + body) received and response sent, for the access log.
