@@ -228,4 +228,30 @@ void strip_hop_by_hop(HeaderMap& headers) {
   entries.erase(entries.begin() + static_cast<std::ptrdiff_t>(out), entries.end());
 }
 
+int grpc_status_for(int http_status) noexcept {
+  switch (http_status) {
+    case 400:
+      return 13;  // INTERNAL
+    case 401:
+      return 16;  // UNAUTHENTICATED
+    case 403:
+      return 7;  // PERMISSION_DENIED
+    case 404:
+      return 12;  // UNIMPLEMENTED
+    case 408:
+    case 504:
+      return 4;  // DEADLINE_EXCEEDED
+    case 413:
+    case 414:
+    case 429:
+    case 431:
+      return 8;  // RESOURCE_EXHAUSTED
+    case 502:
+    case 503:
+      return 14;  // UNAVAILABLE
+    default:
+      return http_status >= 500 ? 13 : 2;  // INTERNAL, UNKNOWN
+  }
+}
+
 }  // namespace turnpike::http

@@ -715,6 +715,21 @@ void ServerConnection::on_headers_done(Stream& s, bool end_stream) {
   // HTTP/1.1 upstreams need Host; :authority is what the client named.
   if (!h.authority.empty()) h.headers.add("host", h.authority);
   if (status != 0) {
+    const std::string* ct = h.headers.get("content-type");
+    if (ct && ct->starts_with("application/grpc")) {
+      // A gRPC client gets its status in trailers-only form, never a JSON body.
+      handler_.on_rejected(info_, h, status, why, s.rx_, 0);
+      http::ResponseHead resp;
+      resp.headers.add("content-type", "application/grpc");
+      resp.headers.add("grpc-status", std::to_string(http::grpc_status_for(status)));
+      resp.headers.add("grpc-message", why);
+      s.response_started_ = true;
+      s.no_body_ = true;
+      s.eof_ = true;
+      s.submit(resp, false);
+      signal_write();
+      return;
+    }
     std::string body = R"({"error":")";
     body += http::reason_phrase(status);
     body += "\"}";

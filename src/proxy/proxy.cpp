@@ -153,32 +153,6 @@ bool is_grpc(const http::RequestHead& req) {
   return ct && ct->starts_with("application/grpc");
 }
 
-// The gRPC status for an HTTP status the gateway answers with (gRPC's HTTP mapping, with the
-// codes a gateway means: a deadline for 504, a quota for 429).
-int grpc_status(int http_status) {
-  switch (http_status) {
-    case 400:
-      return 13;  // INTERNAL
-    case 401:
-      return 16;  // UNAUTHENTICATED
-    case 403:
-      return 7;  // PERMISSION_DENIED
-    case 404:
-      return 12;  // UNIMPLEMENTED
-    case 408:
-    case 504:
-      return 4;  // DEADLINE_EXCEEDED
-    case 413:
-    case 429:
-      return 8;  // RESOURCE_EXHAUSTED
-    case 502:
-    case 503:
-      return 14;  // UNAVAILABLE
-    default:
-      return http_status >= 500 ? 13 : 2;  // INTERNAL, UNKNOWN
-  }
-}
-
 // grpc-message is percent-encoded (gRPC over HTTP/2 spec).
 std::string grpc_message(std::string_view text) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -201,7 +175,7 @@ asio::awaitable<void> grpc_reply(Exchange& x, int status, std::string_view messa
   http::ResponseHead head;
   head.status = 200;
   head.headers.add("content-type", "application/grpc");
-  head.headers.add("grpc-status", std::to_string(grpc_status(status)));
+  head.headers.add("grpc-status", std::to_string(http::grpc_status_for(status)));
   head.headers.add("grpc-message", grpc_message(message));
   head.headers.add("x-request-id", x.request_id);
   head.has_body = false;

@@ -355,19 +355,32 @@ class H2AbuseTest(H2Case):
             c.get(1, "/hello", extra=[("x-big", "a" * 5000)])
             hd, _, _, rst = c.response(1)
             self.assertEqual(hd[":status"], "431")
+            # The same from a gRPC client: a trailers-only gRPC status, not a JSON 431.
+            c.send_headers(3, c.request_headers("/svc.S/M", "POST", extra=[
+                ("content-type", "application/grpc"), ("te", "trailers"),
+                ("x-big", "a" * 5000)]))
+            hd, body, _, rst = c.response(3)
+            self.assertEqual((hd[":status"], hd["content-type"], hd["grpc-status"], body),
+                             ("200", "application/grpc", "8", b""), hd)
             # Four slow requests, reset by the client at once: their streams are closed, but
-            # their handlers still run, and they count against max_concurrent_streams.
+            # until their handlers have wound down (the resets cancel them upstream) they count
+            # against max_concurrent_streams. The resets and two new requests go out in one
+            # write, so they are processed together.
             for i in range(4):
-                c.get(3 + 2 * i, "/delay/1000")
-            c.send(*[RstStreamFrame(3 + 2 * i, error_code=h2client.CANCEL) for i in range(4)])
-            c.get(11, "/hello")
-            c.get(13, "/hello")
-            self.assertEqual(c.response(11)[3], h2client.REFUSED_STREAM)
+                c.get(5 + 2 * i, "/delay/1000")
+            time.sleep(0.2)
+            c.send(*[RstStreamFrame(5 + 2 * i, error_code=h2client.CANCEL) for i in range(4)],
+                   HeadersFrame(13, c.block(c.request_headers("/hello")),
+                                flags=["END_HEADERS", "END_STREAM"]),
+                   HeadersFrame(15, c.block(c.request_headers("/hello")),
+                                flags=["END_HEADERS", "END_STREAM"]))
             self.assertEqual(c.response(13)[3], h2client.REFUSED_STREAM)
-            # Once they are done, new streams are served again.
-            time.sleep(1.5)
-            c.get(15, "/hello")
-            self.assertEqual(c.response(15)[0][":status"], "200")
+            self.assertEqual(c.response(15)[3], h2client.REFUSED_STREAM)
+            # Once they are done (at once: cancelled, not after the upstream's 1 s), new streams
+            # are served again.
+            time.sleep(0.2)
+            c.get(17, "/hello")
+            self.assertEqual(c.response(17)[0][":status"], "200")
 
 
 class H2FlowControlTest(H2Case):

@@ -37,6 +37,11 @@ struct ResponseHead {
   bool has_body = true;
 };
 
+/// The gRPC status a gateway answers a gRPC request with in place of an HTTP error status:
+/// gRPC's HTTP mapping, with the codes a gateway means (4 DEADLINE_EXCEEDED for 504, 8
+/// RESOURCE_EXHAUSTED for 429).
+int grpc_status_for(int http_status) noexcept;
+
 /// Standard reason phrase for a status code ("Unknown" if none).
 std::string_view reason_phrase(int status) noexcept;
 
