@@ -33,6 +33,13 @@ constexpr std::size_t kOutMax = 64 * 1024;  // frames gathered into one write
 constexpr auto kLinger = std::chrono::seconds(1);
 constexpr auto kGoawayGrace = std::chrono::seconds(1);
 
+// One read buffer per worker thread for cleartext connections: filled and consumed by nghttp2
+// between two suspensions, so connections never hold it while they wait.
+char* worker_read_buffer() {
+  thread_local std::unique_ptr<char[]> buf = std::make_unique<char[]>(kReadChunk);
+  return buf.get();
+}
+
 bool body_forbidden(int status) {
   return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
@@ -871,7 +878,13 @@ asio::awaitable<void> ServerConnection::run() {
     receive(initial_.data(), initial_.size());
     std::string().swap(initial_);
   }
-  auto buf = std::make_unique<char[]>(kReadChunk);
+  // Cleartext reads wait until the socket is readable and then read into the worker's buffer,
+  // which nghttp2 consumes before the next wait: an idle connection holds no read buffer. (TLS
+  // reads go through the stream's own buffers, so they keep one of their own.)
+  std::unique_ptr<char[]> tls_buf;
+  if (tls_) tls_buf = std::make_unique<char[]>(kReadChunk);
+  error_code nb_ec;
+  if (!tls_) socket_.non_blocking(true, nb_ec);
   bool lingering = false;
   while (!closed_) {
     if (!lingering && (writer_done_ || !nghttp2_session_want_read(session_))) {
@@ -891,11 +904,17 @@ asio::awaitable<void> ServerConnection::run() {
     }
     error_code ec;
     std::size_t n = 0;
-    if (tls_)
-      std::tie(ec, n) = co_await tls_->async_read_some(asio::buffer(buf.get(), kReadChunk), kAwait);
-    else
-      std::tie(ec, n) =
-          co_await socket_.async_read_some(asio::buffer(buf.get(), kReadChunk), kAwait);
+    char* buf = tls_buf.get();
+    if (tls_) {
+      std::tie(ec, n) = co_await tls_->async_read_some(asio::buffer(buf, kReadChunk), kAwait);
+    } else {
+      std::tie(ec) = co_await socket_.async_wait(tcp::socket::wait_read, kAwait);
+      if (!ec && !closed_) {
+        buf = worker_read_buffer();
+        n = socket_.read_some(asio::buffer(buf, kReadChunk), ec);
+        if (ec == asio::error::would_block) continue;
+      }
+    }
     if (closed_) break;
     if (ec) {
       if (!lingering && deadline_.expired() && !in_header_block_ && received_frame_ &&
@@ -907,7 +926,7 @@ asio::awaitable<void> ServerConnection::run() {
       }
       break;
     }
-    if (!lingering && !terminated_) receive(buf.get(), n);
+    if (!lingering && !terminated_) receive(buf, n);
   }
   close();
 }
@@ -931,6 +950,8 @@ asio::awaitable<void> ServerConnection::write_loop() {
     if (closed_) break;
     if (out_.empty()) {
       if (session_over()) break;
+      // Nothing to send: do not keep a large response's buffer while waiting.
+      if (out_.capacity() > kReadChunk) std::string().swap(out_);
       if (!write_wake_) {
         writer_waiting_ = true;
         write_event_.expires_at(Clock::time_point::max());
