@@ -782,6 +782,10 @@ asio::awaitable<void> ServerConnection::serve_stream(std::shared_ptr<Stream> sp)
     s.in_off_ = 0;
   }
   --handlers_;
+  // The last request ended while the reader waits without a deadline (it had requests in
+  // flight): the connection is idle from now, so its idle timeout starts now.
+  if (handlers_ == 0 && !in_header_block_ && !terminated_ && !writer_done_ && !closed_)
+    deadline_.expires_after(limits_.idle_timeout);
   signal_write();
 }
 

@@ -476,8 +476,11 @@ class H2DrainTest(H2Case):
     def test_idle_connection_gets_goaway(self):
         self.start(limits={"idle_timeout": "500ms"})
         with self.raw() as c:
-            c.get(1, "/hello")
-            c.response(1)
+            # A request that outlasts everything the client sends (its SETTINGS ACK), and no
+            # WINDOW_UPDATE after the response: the end of the last request must start the
+            # idle clock, nothing the client sends will.
+            c.get(1, "/delay/300")
+            c.response(1, window_updates=False)
             t0 = time.monotonic()
             g = c.goaway(timeout=h.scaled(5))
             self.assertEqual((g.error_code, g.last_stream_id), (h2client.NO_ERROR, 1))
