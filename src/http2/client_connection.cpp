@@ -15,6 +15,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "http2/header_block.h"
 #include "tls/client_context.h"
 
 namespace turnpike::http2 {
@@ -30,19 +31,6 @@ constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kOutMax = 64 * 1024;
 constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
-
-bool connection_specific(std::string_view lower_name) {
-  return lower_name == "connection" || lower_name == "keep-alive" ||
-         lower_name == "proxy-connection" || lower_name == "transfer-encoding" ||
-         lower_name == "upgrade" || lower_name == "te" || lower_name == "host" ||
-         lower_name == "content-length" || lower_name == "expect";
-}
-
-nghttp2_nv make_nv(std::string_view name, std::string_view value) {
-  return nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP2_NV_FLAG_NONE};
-}
 
 }  // namespace
 
@@ -172,30 +160,20 @@ asio::awaitable<error_code> ClientConnection::Stream::send_request(
   ClientConnection& c = *conn_;
   const std::string* host = head.headers.get("host");
   std::string_view authority = host ? std::string_view(*host) : std::string_view(head.authority);
-  std::vector<std::string> names;
-  names.reserve(head.headers.size());
-  std::vector<nghttp2_nv> nva;
+  HeaderBlock nva;
   nva.reserve(head.headers.size() + 6);
-  nva.push_back(make_nv(":method", head.method));
-  nva.push_back(make_nv(":scheme", c.tls_used_ ? "https" : "http"));
-  nva.push_back(make_nv(":authority", authority));
-  nva.push_back(make_nv(":path", path_and_query));
-  bool grpc = false;
-  for (const auto& e : head.headers) {
-    std::string n = e.name;
-    for (char& ch : n)
-      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
-    if (connection_specific(n)) continue;
-    if (n == "content-type" && e.value.starts_with("application/grpc")) grpc = true;
-    names.push_back(std::move(n));
-    nva.push_back(make_nv(names.back(), e.value));
-  }
+  nva.add(":method", head.method);
+  nva.add(":scheme", c.tls_used_ ? "https" : "http");
+  nva.add(":authority", authority);
+  nva.add(":path", path_and_query);
+  nva.add_fields(head.headers, {"host", "expect"});  // Host is :authority
   // gRPC servers insist on it (RFC 9113 allows "trailers" as the only TE value).
-  if (grpc) nva.push_back(make_nv("te", "trailers"));
+  const std::string* ct = head.headers.get("content-type");
+  if (ct && ct->starts_with("application/grpc")) nva.add("te", "trailers");
   std::string length;
   if (head.content_length) {
     length = std::to_string(*head.content_length);
-    nva.push_back(make_nv("content-length", length));
+    nva.add("content-length", length);
   }
   pending_ = body;
   eof_ = end_stream;
@@ -602,16 +580,7 @@ asio::awaitable<void> ClientConnection::write_loop() {
   auto self = shared_from_this();
   while (!closed_) {
     write_wake_ = false;
-    while (out_.size() < kOutMax) {
-      const std::uint8_t* data = nullptr;
-      const auto n = nghttp2_session_mem_send(session_, &data);
-      if (n < 0) {
-        fail(asio::error::connection_reset);
-        break;
-      }
-      if (n == 0) break;
-      out_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(n));
-    }
+    if (append_frames(session_, out_, kOutMax) < 0) fail(asio::error::connection_reset);
     if (closed_) break;
     if (out_.empty()) {
       if (!write_wake_) {

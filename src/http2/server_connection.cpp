@@ -15,6 +15,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "http2/header_block.h"
 #include "turnpike/http/date.h"
 #include "turnpike/http/path.h"
 
@@ -42,26 +43,6 @@ char* worker_read_buffer() {
 
 bool body_forbidden(int status) {
   return (status >= 100 && status < 200) || status == 204 || status == 304;
-}
-
-// Connection-specific fields (RFC 9113 section 8.2.2) never go into an HTTP/2 message.
-bool connection_specific(std::string_view lower_name) {
-  return lower_name == "connection" || lower_name == "keep-alive" ||
-         lower_name == "proxy-connection" || lower_name == "transfer-encoding" ||
-         lower_name == "upgrade" || lower_name == "te" || lower_name == "content-length";
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return out;
-}
-
-nghttp2_nv make_nv(std::string_view name, std::string_view value) {
-  return nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP2_NV_FLAG_NONE};
 }
 
 // A token bucket refilled by elapsed time; false when empty.
@@ -198,15 +179,9 @@ ssize_t ServerConnection::Stream::read_data(nghttp2_session*, std::int32_t, std:
     if (s->eof_) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
       if (s->has_trailers_) {
-        std::vector<std::string> names;
-        std::vector<nghttp2_nv> nva;
-        names.reserve(s->trailers_.size());
-        for (const auto& e : s->trailers_) {
-          names.push_back(lower(e.name));
-          if (connection_specific(names.back())) continue;
-          nva.push_back(make_nv(names.back(), e.value));
-          s->tx_ += names.back().size() + e.value.size() + 2;
-        }
+        HeaderBlock nva;
+        nva.reserve(s->trailers_.size());
+        s->tx_ += nva.add_fields(s->trailers_);
         if (nghttp2_submit_trailer(s->conn_.session_, s->id_, nva.data(), nva.size()) == 0)
           *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       }
@@ -222,16 +197,10 @@ int ServerConnection::Stream::submit(const http::ResponseHead& h, bool with_body
   char status[4];
   const int st = std::clamp(h.status, 100, 999);
   std::to_chars(status, status + 3, st);
-  std::vector<std::string> names;
-  names.reserve(h.headers.size());
-  std::vector<nghttp2_nv> nva;
+  HeaderBlock nva;
   nva.reserve(h.headers.size() + 2);
-  nva.push_back(make_nv(":status", std::string_view(status, 3)));
-  for (const auto& e : h.headers) {
-    names.push_back(lower(e.name));
-    if (connection_specific(names.back())) continue;
-    nva.push_back(make_nv(names.back(), e.value));
-  }
+  nva.add(":status", std::string_view(status, 3));
+  tx_ += 9 + nva.add_fields(h.headers);
   std::string length;
   if (!body_forbidden(st)) {
     if (h.content_length) {
@@ -239,11 +208,10 @@ int ServerConnection::Stream::submit(const http::ResponseHead& h, bool with_body
     } else if (with_body && eof_ && !head_request_) {
       length = std::to_string(pending_.size());
     }
-    if (!length.empty()) nva.push_back(make_nv("content-length", length));
+    if (!length.empty()) nva.add("content-length", length);
   }
-  tx_ += 9;
-  for (const auto& nv : nva)
-    tx_ += nv.namelen + nv.valuelen + 2;
+  // Bytes sent, as HTTP/1.1 would count them (HPACK compresses them further).
+  tx_ += 2 * nva.size() + 3 + (length.empty() ? 0 : 14 + length.size());
   nghttp2_data_provider prd;
   prd.source.ptr = this;
   prd.read_callback = &Stream::read_data;
@@ -939,17 +907,9 @@ asio::awaitable<void> ServerConnection::write_loop() {
   auto self = shared_from_this();
   while (!closed_) {
     write_wake_ = false;
-    while (out_.size() < kOutMax) {
-      const std::uint8_t* data = nullptr;
-      const auto n = nghttp2_session_mem_send(session_, &data);
-      if (n < 0) {
-        spdlog::debug("h2 connection from {}: {}", info_.client_address,
-                      nghttp2_strerror(static_cast<int>(n)));
-        close();
-        break;
-      }
-      if (n == 0) break;
-      out_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(n));
+    if (const int rv = append_frames(session_, out_, kOutMax); rv < 0) {
+      spdlog::debug("h2 connection from {}: {}", info_.client_address, nghttp2_strerror(rv));
+      close();
     }
     if (closed_) break;
     if (out_.empty()) {
