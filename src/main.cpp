@@ -12,6 +12,7 @@
 #include "core/server.h"
 #include "turnpike/config/config.h"
 #include "turnpike/core/snapshot.h"
+#include "turnpike/filters/registry.h"
 
 namespace {
 
@@ -96,6 +97,7 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("turnpike");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z [%l] %v");
+  turnpike::filters::register_builtin_filter_types();
 
   std::vector<std::string> args(argv + 1, argv + argc);
   std::string command = "run";

@@ -136,6 +136,15 @@ std::vector<std::pair<std::string, std::string>> check_referenced_files(Config& 
     resolve(tls->key);
     check_pair(tls->cert, tls->key, at, diag, digests);
   }
+  // Filter files (JWKS, secrets) were read and checked by their parsers; digest what they hold.
+  for (std::size_t fi = 0; fi < config.filters.size(); ++fi) {
+    const auto& f = config.filters[fi];
+    if (!f.settings) continue;
+    for (const auto& path : f.settings->files()) {
+      if (const auto text = read(path, "filters." + f.name, diag))
+        digests.emplace_back(path, sha256_hex(*text));
+    }
+  }
   return digests;
 }
 
@@ -154,6 +163,10 @@ std::vector<std::string> Config::referenced_files() const {
     for (const std::string* f : {&c.tls->ca, &c.tls->cert, &c.tls->key})
       if (!f->empty()) out.push_back(*f);
   }
+  for (const auto& f : filters)
+    if (f.settings)
+      for (auto& path : f.settings->files())
+        out.push_back(std::move(path));
   return out;
 }
 

@@ -142,13 +142,32 @@ nlohmann::json to_json(const Config& config) {
   json routes = json::array();
   for (const auto& r : config.routes)
     routes.push_back(route_json(r));
+  for (std::size_t i = 0; i < config.listeners.size(); ++i)
+    if (!config.listeners[i].filters.empty()) listeners[i]["filters"] = config.listeners[i].filters;
+  for (std::size_t i = 0; i < config.routes.size(); ++i)
+    if (!config.routes[i].filters.empty()) routes[i]["filters"] = config.routes[i].filters;
+  json consumers = json::array();
+  for (const auto& c : config.consumers) {
+    json entry = {{"name", c.name}, {"groups", c.groups}};
+    json keys = json::array();
+    for (const auto& k : c.api_key_sha256)
+      keys.push_back("sha256:" + k);
+    entry["api_keys"] = std::move(keys);
+    if (!c.password_hash.empty()) entry["basic_auth"] = {{"password_hash", c.password_hash}};
+    consumers.push_back(std::move(entry));
+  }
+  json filters = json::object();
+  for (const auto& f : config.filters)
+    filters[f.name] = json::parse(f.written);
 
-  return {
+  json out = {
       {"workers", config.workers == 0 ? json("auto") : json(config.workers)},
       {"admin", {{"listen", config.admin.listen}}},
       {"listeners", std::move(listeners)},
       {"clusters", std::move(clusters)},
       {"routes", std::move(routes)},
+      {"consumers", std::move(consumers)},
+      {"filters", std::move(filters)},
       {"access_log", {{"path", config.access_log.path}}},
       {"drain_timeout", format_duration(config.drain_timeout)},
       {"reload",
@@ -157,6 +176,15 @@ nlohmann::json to_json(const Config& config) {
         {"max_live_generations", config.reload.max_live_generations},
         {"generation_drain_timeout", format_duration(config.reload.generation_drain_timeout)}}},
   };
+  if (config.redis) {
+    const auto& r = *config.redis;
+    out["redis"] = {{"address", r.address},
+                    {"connect_timeout", format_duration(r.connect_timeout)},
+                    {"timeout", format_duration(r.timeout)},
+                    {"database", r.database}};
+    if (!r.password.empty()) out["redis"]["password"] = "<redacted>";
+  }
+  return out;
 }
 
 }  // namespace turnpike::config

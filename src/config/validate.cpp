@@ -1,5 +1,7 @@
 #include "config/validate.h"
 
+#include "config/diagnostics.h"
+
 #include <algorithm>
 #include <string>
 #include <unordered_map>
@@ -33,9 +35,49 @@ void check_unique_names(const std::vector<T>& items, std::string_view list, std:
   }
 }
 
+// Listener and route `filters:` lists name instances under `filters:`.
+void check_filter_references(const Config& config, Diagnostics& diag) {
+  std::vector<std::string_view> names;
+  for (const auto& f : config.filters)
+    names.push_back(f.name);
+  auto check = [&](const std::vector<std::string>& list, const std::string& at_path) {
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (config.find_filter(list[i]) != nullptr) continue;
+      const auto path = at(at_path, i);
+      diag.error(path, diag.loc(path),
+                 "unknown filter '" + list[i] + "'" +
+                     (names.empty() ? std::string(" (no filters: are defined)")
+                                    : did_you_mean(list[i], names)));
+    }
+  };
+  for (std::size_t i = 0; i < config.listeners.size(); ++i)
+    check(config.listeners[i].filters, at("listeners", i) + ".filters");
+  for (std::size_t i = 0; i < config.routes.size(); ++i)
+    check(config.routes[i].filters, at("routes", i) + ".filters");
+}
+
+// Consumer names are unique, and so are API keys (a key identifies one consumer).
+void check_consumers(const Config& config, Diagnostics& diag) {
+  check_unique_names(config.consumers, "consumers", "consumer", diag);
+  std::unordered_map<std::string, std::size_t> keys;
+  for (std::size_t i = 0; i < config.consumers.size(); ++i) {
+    const auto& keys_of = config.consumers[i].api_key_sha256;
+    for (std::size_t k = 0; k < keys_of.size(); ++k) {
+      const auto [it, fresh] = keys.try_emplace(keys_of[k], i);
+      if (fresh) continue;
+      const auto path = at(at("consumers", i) + ".api_keys", k);
+      diag.error(path, diag.loc(path),
+                 "this API key is also a key of " + at("consumers", it->second) + " ('" +
+                     config.consumers[it->second].name + "')");
+    }
+  }
+}
+
 }  // namespace
 
 void validate_references(const Config& config, Diagnostics& diag) {
+  check_filter_references(config, diag);
+  check_consumers(config, diag);
   check_unique_names(config.listeners, "listeners", "listener", diag);
   check_unique_names(config.clusters, "clusters", "cluster", diag);
   check_unique_names(config.routes, "routes", "route", diag);

@@ -3,6 +3,7 @@
 // its own node; checks across values live in validate.cpp.
 #include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,141 +16,26 @@
 #include "config/address.h"
 #include "config/diagnostics.h"
 #include "config/digest.h"
+#include "config/filter_parsers.h"
 #include "config/tls_files.h"
 #include "config/units.h"
 #include "config/validate.h"
+#include "config/value_reader.h"
 #include "turnpike/config/config.h"
 
 namespace turnpike::config {
 namespace {
 
-using Keys = std::initializer_list<std::string_view>;
-
-constexpr Duration kMaxTimeout = std::chrono::hours(24);
-constexpr Duration kMinTimeout{1};
 constexpr std::uint64_t kKiB = 1024;
 constexpr std::uint64_t kMiB = 1024 * kKiB;
 
-SourceLoc loc_of(const YAML::Mark& m) {
-  if (m.is_null()) return {};
-  return {m.line + 1, m.column + 1};
-}
-
-std::string join(const std::string& path, std::string_view key) {
-  return path.empty() ? std::string(key) : path + "." + std::string(key);
-}
-
-std::string index_path(const std::string& path, std::size_t i) {
-  return path + "[" + std::to_string(i) + "]";
-}
-
-std::string describe(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Null:
-      return "nothing";
-    case YAML::NodeType::Scalar:
-      return "'" + n.Scalar() + "'";
-    case YAML::NodeType::Sequence:
-      return "a list";
-    case YAML::NodeType::Map:
-      return "a map";
-    case YAML::NodeType::Undefined:
-      break;
-  }
-  return "nothing";
-}
-
-bool is_tchar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool is_token(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
-}
-
-bool has_control(std::string_view s) {
-  return std::any_of(s.begin(), s.end(),
-                     [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
-}
-
-std::string lower(std::string s) {
-  for (char& c : s) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return s;
-}
-
-std::string upper(std::string s) {
-  for (char& c : s) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  }
-  return s;
-}
-
-/// A node with its key path and the location its errors point at.
-struct Value {
-  YAML::Node node;
-  std::string path;
-  SourceLoc loc;
-};
-
-/// The entries of a YAML map, in source order.
-struct Entry {
-  std::string key;
-  SourceLoc key_loc;
-  Value value;
-};
-
-class Fields {
+class Loader : public ValueReader {
  public:
-  explicit Fields(std::vector<Entry>&& entries) : entries_(std::move(entries)) {}
-  const Value* get(std::string_view key) const {
-    const auto it = std::find_if(entries_.begin(), entries_.end(),
-                                 [key](const Entry& e) { return e.key == key; });
-    return it == entries_.end() ? nullptr : &it->value;
-  }
-
- private:
-  std::vector<Entry> entries_;
-};
-
-class Loader {
- public:
-  explicit Loader(Diagnostics& diag) : d_(diag) {}
+  explicit Loader(Diagnostics& diag) : ValueReader(diag) {}
 
   Config load(const YAML::Node& root);
 
  private:
-  void error(const Value& v, std::string message) { d_.error(v.path, v.loc, std::move(message)); }
-
-  // Shapes.
-  std::optional<std::vector<Entry>> entries(const Value& v, bool case_insensitive = false);
-  std::optional<Fields> fields(const Value& v, Keys known);
-  std::optional<std::vector<Value>> list(const Value& v);
-
-  // Scalars.
-  std::optional<std::string> string(const Value& v, bool allow_empty = false);
-  std::optional<std::int64_t> integer(const Value& v, std::int64_t lo, std::int64_t hi);
-  std::optional<bool> boolean(const Value& v);
-  std::optional<Duration> duration(const Value& v, Duration lo, Duration hi);
-  std::optional<std::uint64_t> size(const Value& v, std::uint64_t lo, std::uint64_t hi);
-  std::optional<std::string> name(const Value& v);
-  std::optional<std::string> header_value(const Value& v);
-
-  template <typename T>
-  void set_int(const Fields& f, std::string_view key, T& out, std::int64_t lo, std::int64_t hi) {
-    if (const auto* v = f.get(key)) {
-      if (const auto i = integer(*v, lo, hi)) out = static_cast<T>(*i);
-    }
-  }
-  void set_duration(const Fields& f, std::string_view key, Duration& out, Duration lo = kMinTimeout,
-                    Duration hi = kMaxTimeout) {
-    if (const auto* v = f.get(key)) {
-      if (const auto d = duration(*v, lo, hi)) out = *d;
-    }
-  }
-
   // Sections.
   void load_workers(const Value& v, Config& c);
   void load_generation_limits(const Fields& top, const std::optional<Fields>& reload,
@@ -172,180 +58,13 @@ class Loader {
                           std::vector<std::pair<std::string, ValueMatch>>& out);
   void load_respond(const Value& v, DirectResponse& r);
   void load_redirect(const Value& v, Redirect& r);
+  void load_filter_names(const Value& v, std::vector<std::string>& out);
+  void load_consumers(const Value& v, Config& c);
+  void load_redis(const Value& v, Redis& r);
+  void load_filters(const Value& v, Config& c);
 
-  Diagnostics& d_;
   std::unordered_map<std::string, Resolution> resolved_;  // one lookup per distinct name
 };
-
-// ---- shapes -------------------------------------------------------------------------------
-
-std::optional<std::vector<Entry>> Loader::entries(const Value& v, bool case_insensitive) {
-  if (!v.node.IsMap()) {
-    error(v, "expected a map, got " + describe(v.node));
-    return std::nullopt;
-  }
-  std::vector<Entry> out;
-  for (auto it = v.node.begin(); it != v.node.end(); ++it) {
-    const SourceLoc key_loc = loc_of(it->first.Mark());
-    if (!it->first.IsScalar()) {
-      d_.error(v.path, key_loc, "keys must be strings, got " + describe(it->first));
-      continue;
-    }
-    std::string key = it->first.Scalar();
-    const std::string cmp = case_insensitive ? lower(key) : key;
-    const bool dup = std::any_of(out.begin(), out.end(), [&](const Entry& e) {
-      return (case_insensitive ? lower(e.key) : e.key) == cmp;
-    });
-    const std::string path = join(v.path, key);
-    if (dup) {
-      d_.error(path, key_loc, "duplicate key '" + key + "'");
-      continue;
-    }
-    // A null value has no useful mark of its own (yaml-cpp gives the next token's): use the key.
-    const SourceLoc value_loc = it->second.IsNull() ? key_loc : loc_of(it->second.Mark());
-    d_.record(path, value_loc);
-    out.push_back({std::move(key), key_loc, Value{it->second, path, value_loc}});
-  }
-  return out;
-}
-
-std::optional<Fields> Loader::fields(const Value& v, Keys known) {
-  auto all = entries(v);
-  if (!all) return std::nullopt;
-  std::vector<Entry> kept;
-  const std::vector<std::string_view> candidates(known);
-  for (auto& e : *all) {
-    if (std::find(known.begin(), known.end(), e.key) == known.end()) {
-      d_.error(v.path, e.key_loc, "unknown key '" + e.key + "'" + did_you_mean(e.key, candidates));
-      continue;
-    }
-    kept.push_back(std::move(e));
-  }
-  return Fields(std::move(kept));
-}
-
-std::optional<std::vector<Value>> Loader::list(const Value& v) {
-  if (!v.node.IsSequence()) {
-    error(v, "expected a list, got " + describe(v.node));
-    return std::nullopt;
-  }
-  std::vector<Value> out;
-  std::size_t i = 0;
-  for (const auto& item : v.node) {
-    const SourceLoc loc = item.IsNull() ? v.loc : loc_of(item.Mark());
-    auto path = index_path(v.path, i++);
-    d_.record(path, loc);
-    out.push_back(Value{item, std::move(path), loc});
-  }
-  return out;
-}
-
-// ---- scalars ------------------------------------------------------------------------------
-
-std::optional<std::string> Loader::string(const Value& v, bool allow_empty) {
-  if (!v.node.IsScalar()) {
-    error(v, "expected a string, got " + describe(v.node));
-    return std::nullopt;
-  }
-  if (!allow_empty && v.node.Scalar().empty()) {
-    error(v, "must not be empty");
-    return std::nullopt;
-  }
-  return v.node.Scalar();
-}
-
-std::optional<std::int64_t> Loader::integer(const Value& v, std::int64_t lo, std::int64_t hi) {
-  const std::string range =
-      "an integer between " + std::to_string(lo) + " and " + std::to_string(hi);
-  if (!v.node.IsScalar()) {
-    error(v, "expected " + range + ", got " + describe(v.node));
-    return std::nullopt;
-  }
-  const std::string& s = v.node.Scalar();
-  std::int64_t value = 0;
-  bool ok = !s.empty() && s.size() <= 18;
-  for (std::size_t i = 0; ok && i < s.size(); ++i) {
-    if (i == 0 && s[i] == '-' && s.size() > 1) continue;
-    ok = s[i] >= '0' && s[i] <= '9';
-    if (ok) value = value * 10 + (s[i] - '0');
-  }
-  if (!ok) {
-    error(v, "expected " + range + ", got '" + s + "'");
-    return std::nullopt;
-  }
-  if (s[0] == '-') value = -value;
-  if (value < lo || value > hi) {
-    error(v, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + s);
-    return std::nullopt;
-  }
-  return value;
-}
-
-std::optional<bool> Loader::boolean(const Value& v) {
-  if (v.node.IsScalar()) {
-    const auto s = lower(v.node.Scalar());
-    if (s == "true") return true;
-    if (s == "false") return false;
-  }
-  error(v, "expected true or false, got " + describe(v.node));
-  return std::nullopt;
-}
-
-std::optional<Duration> Loader::duration(const Value& v, Duration lo, Duration hi) {
-  const auto s = string(v);
-  if (!s) return std::nullopt;
-  const auto d = parse_duration(*s);
-  if (!d) {
-    if (std::all_of(s->begin(), s->end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      error(v, "duration '" + *s + "' needs a unit: ms, s, m or h (e.g. '" + *s + "s')");
-    } else {
-      error(v, "invalid duration '" + *s + "' (expected e.g. '250ms', '1.5s', '1m', '2h')");
-    }
-    return std::nullopt;
-  }
-  if (*d < lo || *d > hi) {
-    const std::string low =
-        lo == kMinTimeout ? "greater than 0" : "at least " + format_duration(lo);
-    error(v, "must be " + low + " and at most " + format_duration(hi) + ", got '" + *s + "'");
-    return std::nullopt;
-  }
-  return d;
-}
-
-std::optional<std::uint64_t> Loader::size(const Value& v, std::uint64_t lo, std::uint64_t hi) {
-  const auto s = string(v);
-  if (!s) return std::nullopt;
-  const auto n = parse_size(*s);
-  if (!n) {
-    error(v,
-          "invalid size '" + *s + "' (expected bytes, or e.g. '64KiB', '10MiB', '1GiB', '10MB')");
-    return std::nullopt;
-  }
-  if (*n < lo || *n > hi) {
-    error(v,
-          "must be between " + format_size(lo) + " and " + format_size(hi) + ", got '" + *s + "'");
-    return std::nullopt;
-  }
-  return n;
-}
-
-std::optional<std::string> Loader::name(const Value& v) {
-  auto s = string(v);
-  if (s && has_control(*s)) {
-    error(v, "must not contain control characters");
-    return std::nullopt;
-  }
-  return s;
-}
-
-std::optional<std::string> Loader::header_value(const Value& v) {
-  auto s = string(v, true);
-  if (s && (s->find_first_of("\r\n") != std::string::npos || s->find('\0') != std::string::npos)) {
-    error(v, "must not contain CR, LF or NUL");
-    return std::nullopt;
-  }
-  return s;
-}
 
 // ---- sections -----------------------------------------------------------------------------
 
@@ -360,9 +79,9 @@ Config Loader::load(const YAML::Node& root) {
     error(top, "expected a map at the top level, got " + describe(root));
     return c;
   }
-  const auto f =
-      fields(top, {"workers", "admin", "listeners", "clusters", "routes", "access_log",
-                   "drain_timeout", "reload", "max_live_generations", "generation_drain_timeout"});
+  const auto f = fields(top, {"workers", "admin", "listeners", "clusters", "routes", "access_log",
+                              "drain_timeout", "reload", "max_live_generations",
+                              "generation_drain_timeout", "consumers", "redis", "filters"});
   if (!f) return c;
   if (const auto* v = f->get("workers")) load_workers(*v, c);
   if (const auto* v = f->get("admin")) load_admin(*v, c.admin);
@@ -373,6 +92,9 @@ Config Loader::load(const YAML::Node& root) {
   }
   if (const auto* v = f->get("clusters")) load_clusters(*v, c);
   if (const auto* v = f->get("routes")) load_routes(*v, c);
+  if (const auto* v = f->get("consumers")) load_consumers(*v, c);
+  if (const auto* v = f->get("redis")) load_redis(*v, c.redis.emplace());
+  if (const auto* v = f->get("filters")) load_filters(*v, c);
   if (const auto* v = f->get("access_log")) {
     if (const auto al = fields(*v, {"path"})) {
       if (const auto* p = al->get("path")) {
@@ -476,7 +198,8 @@ void Loader::load_listeners(const Value& v, Config& c) {
     Listener l;
     l.loc = item.loc;
     l.name = "listener-" + std::to_string(i);
-    const auto f = fields(item, {"name", "listen", "limits", "tls", "protocols", "http2"});
+    const auto f =
+        fields(item, {"name", "listen", "limits", "tls", "protocols", "http2", "filters"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) l.name = std::move(*s);
@@ -491,6 +214,7 @@ void Loader::load_listeners(const Value& v, Config& c) {
     l.h2 = l.tls.has_value();
     if (const auto* p = f->get("protocols")) load_protocols(*p, l);
     if (const auto* h = f->get("http2")) load_http2(*h, l.http2);
+    if (const auto* fl = f->get("filters")) load_filter_names(*fl, l.filters);
     c.listeners.push_back(std::move(l));
   }
 }
@@ -780,7 +504,7 @@ void Loader::load_route(const Value& v, std::size_t index, Route& r) {
   r.loc = v.loc;
   r.name = "route-" + std::to_string(index);
   const auto f = fields(v, {"name", "match", "backend", "backends", "rewrite", "timeout", "respond",
-                            "redirect", "websocket"});
+                            "redirect", "websocket", "filters"});
   if (!f) return;
   if (const auto* n = f->get("name")) {
     if (auto s = name(*n)) r.name = std::move(*s);
@@ -865,6 +589,7 @@ void Loader::load_route(const Value& v, std::size_t index, Route& r) {
   }
   if (const auto* rs = f->get("respond")) load_respond(*rs, r.respond.emplace());
   if (const auto* rd = f->get("redirect")) load_redirect(*rd, r.redirect.emplace());
+  if (const auto* fl = f->get("filters")) load_filter_names(*fl, r.filters);
 }
 
 std::optional<std::string> Loader::route_path(const Value& v) {
@@ -1088,6 +813,198 @@ void Loader::load_redirect(const Value& v, Redirect& r) {
     }
   } else {
     error(v, "missing required key 'location'");
+  }
+}
+
+// ---- filters, consumers, redis --------------------------------------------------------------
+
+// `filters: [a, b]` on a listener or route; the names are checked against `filters:` later.
+void Loader::load_filter_names(const Value& v, std::vector<std::string>& out) {
+  const auto items = list(v);
+  if (!items) return;
+  for (const Value& item : *items) {
+    auto s = string(item);
+    if (!s) continue;
+    if (std::find(out.begin(), out.end(), *s) != out.end()) {
+      error(item, "filter '" + *s + "' is listed twice");
+      continue;
+    }
+    out.push_back(std::move(*s));
+  }
+}
+
+bool is_hex_digest(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+         });
+}
+
+void Loader::load_consumers(const Value& v, Config& c) {
+  const auto items = list(v);
+  if (!items) return;
+  for (const Value& item : *items) {
+    Consumer consumer;
+    consumer.loc = item.loc;
+    const auto f = fields(item, {"name", "groups", "api_keys", "basic_auth"});
+    if (!f) continue;
+    if (const auto* n = f->get("name")) {
+      if (auto s = name(*n)) {
+        if (s->find(':') != std::string::npos)
+          error(*n, "must not contain ':' (it is also the basic-auth user name)");
+        else
+          consumer.name = std::move(*s);
+      }
+    } else {
+      error(item, "missing required key 'name'");
+    }
+    if (const auto* g = f->get("groups")) {
+      if (const auto gs = list(*g)) {
+        for (const Value& gv : *gs)
+          if (auto s = name(gv)) consumer.groups.push_back(std::move(*s));
+      }
+    }
+    if (const auto* k = f->get("api_keys")) {
+      if (const auto ks = list(*k)) {
+        for (const Value& kv : *ks) {
+          const auto s = string(kv);
+          if (!s) continue;
+          if (s->starts_with("sha256:")) {
+            const std::string hex = s->substr(7);
+            if (!is_hex_digest(hex)) {
+              error(kv, "a 'sha256:' key needs 64 hex digits (the SHA-256 of the key)");
+              continue;
+            }
+            consumer.api_key_sha256.push_back(lower(hex));
+          } else if (s->size() < 8) {
+            error(kv, "an API key needs at least 8 characters");
+          } else {
+            consumer.api_key_sha256.push_back(sha256_hex(*s));
+          }
+        }
+      }
+    }
+    if (const auto* b = f->get("basic_auth")) {
+      if (const auto bf = fields(*b, {"password_hash"})) {
+        if (const auto* h = bf->get("password_hash")) {
+          if (auto s = string(*h)) {
+            if (s->starts_with("$2y$") || s->starts_with("$2b$") || s->starts_with("$2a$") ||
+                s->starts_with("$6$")) {
+              consumer.password_hash = std::move(*s);
+            } else {
+              error(*h,
+                    "expected a bcrypt ($2y$...) or SHA-512-crypt ($6$...) hash, e.g. from "
+                    "'htpasswd -nbB user password' or 'mkpasswd -m sha-512'");
+            }
+          }
+        } else {
+          error(*b, "missing required key 'password_hash'");
+        }
+      }
+    }
+    c.consumers.push_back(std::move(consumer));
+  }
+}
+
+void Loader::load_redis(const Value& v, Redis& r) {
+  r.loc = v.loc;
+  const auto f = fields(v, {"address", "connect_timeout", "timeout", "password", "database"});
+  if (!f) return;
+  if (const auto* a = f->get("address")) {
+    if (const auto s = string(*a)) {
+      const auto split = split_host_port(*s);
+      if (const auto* reason = std::get_if<std::string>(&split)) {
+        error(*a, "'" + *s + "' " + *reason);
+      } else {
+        const auto& hp = std::get<HostPort>(split);
+        if (hp.port == 0) {
+          error(*a, "'" + *s + "' has a port out of range (1-65535)");
+        } else {
+          std::string ip = hp.host;
+          if (!is_ip_literal(hp.host, hp.bracketed)) {
+            auto [it, fresh] = resolved_.try_emplace(hp.host);
+            if (fresh) it->second = resolve_host(hp.host);
+            ip = it->second.address;
+            if (ip.empty()) error(*a, "cannot resolve '" + hp.host + "': " + it->second.error);
+          }
+          if (!ip.empty()) {
+            r.address = *s;
+            r.host = std::move(ip);
+            r.port = hp.port;
+          }
+        }
+      }
+    }
+  } else {
+    error(v, "missing required key 'address'");
+  }
+  set_duration(*f, "connect_timeout", r.connect_timeout, Duration{1}, Duration{60'000});
+  set_duration(*f, "timeout", r.timeout, Duration{1}, Duration{60'000});
+  if (const auto* p = f->get("password")) {
+    if (auto s = string(*p)) r.password = std::move(*s);
+  }
+  set_int(*f, "database", r.database, 0, 15);
+}
+
+nlohmann::json as_json(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Scalar:
+      return n.Scalar();
+    case YAML::NodeType::Sequence: {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& item : n)
+        out.push_back(as_json(item));
+      return out;
+    }
+    case YAML::NodeType::Map: {
+      nlohmann::json out = nlohmann::json::object();
+      for (auto it = n.begin(); it != n.end(); ++it)
+        out[it->first.Scalar()] = as_json(it->second);
+      return out;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+void Loader::load_filters(const Value& v, Config& c) {
+  const auto all = entries(v);
+  if (!all) return;
+  const auto types = filter_type_names();
+  const auto slash = d_.file().rfind('/');
+  Reader reader(*this, slash == std::string::npos ? "" : d_.file().substr(0, slash));
+  for (const Entry& e : *all) {
+    // Kept even when its block has errors, so that references to it are not reported too.
+    FilterInstance& fi = c.filters.emplace_back();
+    fi.name = e.key;
+    fi.loc = e.value.loc;
+    if (has_control(e.key) || e.key.empty()) {
+      d_.error(e.value.path, e.key_loc, "invalid filter name");
+      continue;
+    }
+    if (!e.value.node.IsMap()) {
+      std::string known;
+      for (auto t : types)
+        known += (known.empty() ? "" : ", ") + std::string(t);
+      error(e.value,
+            "expected a map with a 'type' (one of: " + known + "), got " + describe(e.value.node));
+      continue;
+    }
+    const YAML::Node type_node = e.value.node["type"];
+    if (!type_node) {
+      error(e.value, "missing required key 'type'");
+      continue;
+    }
+    const Value tv{type_node, join(e.value.path, "type"), loc_of(type_node.Mark())};
+    const auto type = string(tv);
+    if (!type) continue;
+    const FilterParser parse = find_filter_parser(*type);
+    if (parse == nullptr) {
+      error(tv, "unknown filter type '" + *type + "'" + did_you_mean(*type, types));
+      continue;
+    }
+    fi.type = *type;
+    fi.settings = parse(reader, make_node(reader, e.value));
+    fi.written = as_json(e.value.node).dump();
   }
 }
 

@@ -3,7 +3,11 @@
 namespace turnpike::filters {
 
 ActiveChain::ActiveChain(const FilterChain& chain) {
-  filters_.reserve(chain.configs().size());
+  append(chain);
+}
+
+void ActiveChain::append(const FilterChain& chain) {
+  filters_.reserve(filters_.size() + chain.configs().size());
   for (const auto& cfg : chain.configs())
     filters_.push_back(cfg->create());
 }

@@ -67,73 +67,94 @@ struct Exchange final : PinnedStream, http::StreamObserver {
   std::shared_ptr<http::ClientStream> conn;  // the upstream exchange, while there is one
   bool closed_for_generation = false;
   bool client_gone = false;
-  std::string grpc_error;  // the message of a gateway error, for gRPC clients
+  std::string grpc_error;               // the message of a gateway error, for gRPC clients
+  struct FilterRun* filters = nullptr;  // the request's filter chain, when it has one
 };
 
 // The filter chain's view of the stream. A filter that suspends (Status::Stop) later calls
 // resume() or send_local_reply() on the same worker; wait() parks the request until then.
 class ChainCallbacks final : public filters::StreamCallbacks {
  public:
-  ChainCallbacks(const asio::any_io_executor& ex, filters::RequestContext& ctx)
-      : event_(ex), ctx_(ctx) {}
+  ChainCallbacks(const asio::any_io_executor& ex, filters::RequestContext& ctx, unsigned worker,
+                 filters::Upstreams& up)
+      : event_(ex), ctx_(ctx), up_(up), worker_(worker) {}
   void resume() override {
     resumed_ = true;
     event_.cancel();
   }
-  void send_local_reply(int status, std::string_view body, std::string_view details) override {
-    reply_status = status;
-    reply_body.assign(body);
-    reply_details.assign(details);
+  void send_local_reply(filters::LocalReply r) override {
+    reply = std::move(r);
+    if (reply.status < 100 || reply.status > 599) reply.status = 500;
+    replied = true;
     event_.cancel();
   }
   filters::RequestContext& context() override { return ctx_; }
+  asio::io_context& io_context() override {
+    return static_cast<asio::io_context&>(
+        asio::query(event_.get_executor(), asio::execution::context));
+  }
+  unsigned worker_index() const override { return worker_; }
+  filters::Upstreams& upstreams() override { return up_; }
 
   /// Parks until resume() or send_local_reply(); false when `timeout` passed first.
   asio::awaitable<bool> wait(std::chrono::milliseconds timeout) {
-    if (!resumed_ && reply_status == 0) {
+    if (!resumed_ && !replied) {
       event_.expires_after(timeout);
       co_await event_.async_wait(asio::as_tuple(asio::use_awaitable));
     }
-    bool woken = resumed_ || reply_status != 0;
+    bool woken = resumed_ || replied;
     resumed_ = false;
     co_return woken;
   }
 
-  int reply_status = 0;
-  std::string reply_body;
-  std::string reply_details;
+  filters::LocalReply reply;
+  bool replied = false;
 
  private:
   asio::steady_timer event_;
   filters::RequestContext& ctx_;
+  filters::Upstreams& up_;
+  unsigned worker_;
   bool resumed_ = false;
 };
 
-// A route's filters for one request: the per-request filter objects and their callbacks.
+// A request's filters (the listener's, then the route's): the per-request filter objects, the
+// context they share and their callbacks.
 struct FilterRun {
-  FilterRun(const filters::FilterChain& cfg, const asio::any_io_executor& ex)
-      : chain(cfg), callbacks(ex, ctx) {}
+  FilterRun(const asio::any_io_executor& ex, unsigned worker, filters::Upstreams& up)
+      : callbacks(ex, ctx, worker, up) {}
   filters::ActiveChain chain;
   filters::RequestContext ctx;
   ChainCallbacks callbacks;
+
+  /// The response phase, for any response: upstream or local.
+  void respond(http::ResponseHead& head) {
+    chain.run_response(head, callbacks);
+    for (const auto& [name, value] : ctx.response_headers)
+      head.headers.add(name, value);
+  }
 };
+
+// Once a chain (a listener's, a route's) starts, it shares the time budget of `timeout`
+// across suspensions.
+constexpr std::chrono::milliseconds kListenerFilterTimeout{15'000};
 
 std::string json_error(std::string_view error, std::string_view request_id);
 
 // Runs the request phase, parking while a filter is suspended. True when the request was
 // answered locally (the reply is in run.callbacks).
 asio::awaitable<bool> run_request_filters(FilterRun& run, http::RequestHead& req,
-                                          std::chrono::milliseconds timeout,
-                                          std::string_view request_id) {
+                                          std::chrono::milliseconds timeout) {
   ChainCallbacks& cb = run.callbacks;
-  while (run.chain.run_request(req, cb) == filters::Status::Stop && cb.reply_status == 0) {
+  while (!cb.replied && run.chain.run_request(req, cb) == filters::Status::Stop) {
+    if (cb.replied) break;
     if (!co_await cb.wait(timeout)) {
-      cb.reply_status = 504;
-      cb.reply_body = json_error("filter timed out", request_id);
+      cb.send_local_reply({504, "filter timed out", {}});
+      break;
     }
-    if (cb.reply_status) break;
   }
-  co_return cb.reply_status != 0;
+  if (cb.replied) run.chain.mark_replied();
+  co_return cb.replied;
 }
 
 std::string json_error(std::string_view error, std::string_view request_id) {
@@ -171,15 +192,12 @@ std::string grpc_message(std::string_view text) {
 
 // A gateway answer to a gRPC client: HTTP 200 with the status in trailers-only form (one
 // HEADERS block), never an HTML or JSON body a gRPC client cannot read.
-asio::awaitable<void> grpc_reply(Exchange& x, int status, std::string_view message) {
-  http::ResponseHead head;
+void grpc_head(http::ResponseHead& head, int status, std::string_view message) {
   head.status = 200;
   head.headers.add("content-type", "application/grpc");
   head.headers.add("grpc-status", std::to_string(http::grpc_status_for(status)));
   head.headers.add("grpc-message", grpc_message(message));
-  head.headers.add("x-request-id", x.request_id);
   head.has_body = false;
-  co_await x.s.send_response(head, {}, true);
 }
 
 asio::awaitable<void> local_reply(
@@ -191,29 +209,42 @@ asio::awaitable<void> local_reply(
     x.s.reset();
     co_return;
   }
-  if (status >= 400 && is_grpc(x.req)) {
-    co_await grpc_reply(
-        x, status,
-        x.grpc_error.empty() ? http::reason_phrase(status) : std::string_view(x.grpc_error));
-    co_return;
-  }
   http::ResponseHead head;
-  head.status = status;
-  head.headers.reserve(4 + extra.size());
-  head.headers.add("Date", http::http_date_now());
-  if (!content_type.empty()) head.headers.add("Content-Type", content_type);
+  if (status >= 400 && is_grpc(x.req)) {
+    grpc_head(head, status,
+              x.grpc_error.empty() ? http::reason_phrase(status) : std::string_view(x.grpc_error));
+    body = {};
+  } else {
+    head.status = status;
+    head.headers.reserve(4 + extra.size());
+    head.headers.add("Date", http::http_date_now());
+    if (!content_type.empty()) head.headers.add("Content-Type", content_type);
+    head.content_length = body.size();
+    head.has_body = !body.empty();
+  }
   for (const auto& [k, v] : extra)
     head.headers.add(k, v);
+  if (x.filters) x.filters->respond(head);
   head.headers.add("X-Request-Id", x.request_id);
-  head.content_length = body.size();
-  head.has_body = !body.empty();
   co_await x.s.send_response(head, body, true);
 }
 
-asio::awaitable<void> error_reply(Exchange& x, int status, std::string_view error) {
+asio::awaitable<void> error_reply(Exchange& x, int status, std::string_view error,
+                                  const filters::HeaderList& extra = {}) {
   x.grpc_error.assign(error);
   std::string body = json_error(error, x.request_id);
-  co_await local_reply(x, status, "application/json", body);
+  co_await local_reply(x, status, "application/json", body, extra);
+}
+
+// A filter's own answer.
+asio::awaitable<void> filter_reply(Exchange& x, const filters::LocalReply& r) {
+  if (r.status >= 400 || !r.error.empty()) {
+    co_await error_reply(
+        x, r.status, r.error.empty() ? http::reason_phrase(r.status) : std::string_view(r.error),
+        r.headers);
+  } else {
+    co_await local_reply(x, r.status, {}, {}, r.headers);
+  }
 }
 
 // Status for a downstream failure while reading the request body; 0: the client is gone.
@@ -360,33 +391,57 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
     req.headers.set("X-Request-Id", x.request_id);
   }
 
-  router::RequestView view{req.method, req.host, req.path, req.query, &req.headers};
-  const router::Route* route = snap->routes.match(view);
   BufferPool& buffers = ctx_.buffers();
   std::unique_ptr<char[]> buf;
-  std::unique_ptr<FilterRun> filter_run;  // only when the route has filters
+  std::unique_ptr<FilterRun> filter_run;  // only when the listener or the route has filters
+  auto start_filters = [&] {
+    filter_run = std::make_unique<FilterRun>(ctx_.executor(), ctx_.index(), upstreams_);
+    filters::RequestContext& fc = filter_run->ctx;
+    const http::ConnectionInfo& ci = s.connection();
+    fc.client_address = ci.client_address;
+    fc.client_ip = ci.client_address;
+    fc.tls_client_subject = ci.client_cert_subject;
+    fc.tls_client_dns = ci.client_cert_dns;
+    fc.tls_client_uri = ci.client_cert_uri;
+    fc.request_id = x.request_id;
+    fc.listener = ci.listener;
+    x.filters = filter_run.get();
+  };
 
-  if (!route) {
-    co_await error_reply(x, 404, "no route");
-  } else {
+  // Listener filters run before routing (they may answer for paths no route has: CORS
+  // preflights, IP denials).
+  bool answered = false;
+  if (snap->any_listener_filters) {
+    const auto& ls = snap->config.listeners;
+    for (std::size_t i = 0; i < ls.size(); ++i) {
+      if (ls[i].name != s.connection().listener || snap->listener_filters[i].empty()) continue;
+      start_filters();
+      filter_run->chain.append(snap->listener_filters[i]);
+      answered = co_await run_request_filters(*filter_run, req, kListenerFilterTimeout);
+      if (answered) co_await filter_reply(x, filter_run->callbacks.reply);
+      break;
+    }
+  }
+
+  const router::Route* route = nullptr;
+  if (!answered) {
+    router::RequestView view{req.method, req.host, req.path, req.query, &req.headers};
+    route = snap->routes.match(view);
+    if (!route) {
+      co_await error_reply(x, 404, "no route");
+      answered = true;
+    }
+  }
+  if (!answered) {
     x.route = route->name();
     const config::Route& rc = *route->config;
-    // Route filters, request phase. The chain is empty until filter types exist (issue 5);
-    // an empty chain costs nothing here.
-    const filters::FilterChain& chain_cfg = snap->route_filters[route->index];
-    bool answered = false;
-    if (!chain_cfg.empty()) {
-      filter_run = std::make_unique<FilterRun>(chain_cfg, ctx_.executor());
-      filter_run->ctx.client_address = s.connection().client_address;
-      filter_run->ctx.tls_client_subject = s.connection().client_cert_subject;
-      filter_run->ctx.tls_client_dns = s.connection().client_cert_dns;
-      filter_run->ctx.tls_client_uri = s.connection().client_cert_uri;
-      filter_run->ctx.request_id = x.request_id;
+    // Route filters, request phase. An empty chain costs nothing here.
+    if (const filters::FilterChain& chain = snap->route_filters[route->index]; !chain.empty()) {
+      if (!filter_run) start_filters();
       filter_run->ctx.route = x.route;
-      answered = co_await run_request_filters(*filter_run, req, rc.timeout, x.request_id);
-      if (answered)
-        co_await local_reply(x, filter_run->callbacks.reply_status, "application/json",
-                             filter_run->callbacks.reply_body);
+      filter_run->chain.append(chain);
+      answered = co_await run_request_filters(*filter_run, req, rc.timeout);
+      if (answered) co_await filter_reply(x, filter_run->callbacks.reply);
     }
     if (!answered) {
       switch (route->action) {
@@ -485,6 +540,14 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
               break;
             }
           }
+          // A filter's body limit (request_size), tighter than the listener's.
+          const std::optional<std::uint64_t> body_limit =
+              filter_run ? filter_run->ctx.max_body_bytes : std::nullopt;
+          if (body_limit && first.bytes > *body_limit) {
+            co_await error_reply(x, 413, "request body too large");
+            break;
+          }
+          std::uint64_t body_bytes = first.bytes;
           bool body_streamed = false;
           upstream::EndpointState* ep = nullptr;
           std::shared_ptr<http::ClientStream>& conn = x.conn;
@@ -514,6 +577,11 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
                   downstream_failed = downstream_body_status(r.ec);
                   break;
                 }
+                body_bytes += r.bytes;
+                if (body_limit && body_bytes > *body_limit) {
+                  downstream_failed = 413;
+                  break;
+                }
                 ec = co_await conn->send_body({bspan.data(), r.bytes}, r.last, timeout);
                 if (ec || r.last) break;
               }
@@ -534,7 +602,9 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
           if (downstream_failed >= 0) {
             if (conn) conn->close();
             if (downstream_failed > 0)
-              co_await error_reply(x, downstream_failed, "bad request body");
+              co_await error_reply(
+                  x, downstream_failed,
+                  downstream_failed == 413 ? "request body too large" : "bad request body");
             else
               x.status = 499, s.reset();
             break;
@@ -552,7 +622,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
 
           // Response: head plus whatever body is already buffered in one write.
           x.status = resp.status;
-          if (filter_run) filter_run->chain.run_response(resp, filter_run->callbacks);
+          if (filter_run) filter_run->respond(resp);
           resp.headers.set("X-Request-Id", x.request_id);
           if (!resp.headers.has("date")) resp.headers.add("Date", http::http_date_now());
           if (upgrade && resp.status == 101) {
@@ -620,11 +690,11 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
         }
       }
     }
-    if (filter_run) {  // logging phase, exactly once
-      http::ResponseHead done;
-      done.status = x.status;
-      filter_run->chain.complete(done);
-    }
+  }
+  if (filter_run) {  // logging phase, exactly once
+    http::ResponseHead done;
+    done.status = x.client_gone ? 499 : x.status;
+    filter_run->chain.complete(done);
   }
   if (buf) buffers.put(std::move(buf));
 

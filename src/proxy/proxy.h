@@ -6,6 +6,7 @@
 
 #include <string_view>
 
+#include "proxy/filter_upstreams.h"
 #include "proxy/worker_context.h"
 #include "turnpike/http/stream.h"
 
@@ -13,7 +14,7 @@ namespace turnpike::proxy {
 
 class Proxy final : public http::StreamHandler {
  public:
-  explicit Proxy(WorkerContext& ctx) : ctx_(ctx) {}
+  explicit Proxy(WorkerContext& ctx) : ctx_(ctx), upstreams_(ctx) {}
 
   boost::asio::awaitable<void> serve(http::ServerStream& stream) override;
   void on_rejected(const http::ConnectionInfo& conn, const http::RequestHead& partial, int status,
@@ -22,6 +23,7 @@ class Proxy final : public http::StreamHandler {
 
  private:
   WorkerContext& ctx_;
+  FilterUpstreams upstreams_;  // filters' own requests (JWKS fetches)
 };
 
 }  // namespace turnpike::proxy

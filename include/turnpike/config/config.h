@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +38,58 @@ struct ConfigError {
   /// Without a position (line 0, e.g. an unreadable file): "file: message"; without a path:
   /// "file:line:column: message" (YAML syntax errors).
   std::string to_string() const;
+};
+
+/// A rate or a quota: `count` per `period`, written "100/s", "1000/min", "5/hour", "10/day",
+/// "1000000/month" (a month is a calendar month, UTC, where it is a window).
+struct Rate {
+  enum class Period : std::uint8_t { Second, Minute, Hour, Day, Month };
+  std::uint64_t count = 0;
+  Period period = Period::Second;
+  /// The period's length (a month counts as 30 days where a length is needed).
+  Duration length() const noexcept;
+  std::string to_string() const;
+};
+
+/// A filter type's parsed settings (src/filters/<type>/ defines the concrete type and its
+/// parser; config/ only carries them). Immutable once parsed.
+struct FilterSettings {
+  virtual ~FilterSettings() = default;
+  /// Files the settings name (a JWKS file, a secret): watched and digested like certificates.
+  virtual std::vector<std::string> files() const { return {}; }
+};
+
+/// `filters:` a map of instance name -> {type: T, ...the type's keys}.
+struct FilterInstance {
+  std::string name;
+  std::string type;
+  std::shared_ptr<const FilterSettings> settings;
+  std::string written;  // the block as written, as JSON text (for the effective-config dump)
+  SourceLoc loc;
+};
+
+/// `consumers[]`: who calls the API, for authentication filters, authz, limits and usage.
+struct Consumer {
+  std::string name;  // required, unique; also the basic-auth user name
+  std::vector<std::string> groups;
+  /// `api_keys`: plain keys or "sha256:<64 hex digits>"; kept here as lower-case hex SHA-256
+  /// digests only, so a key written in plain text is hashed at load.
+  std::vector<std::string> api_key_sha256;
+  /// `basic_auth.password_hash`: crypt(3) hash, bcrypt ($2y$, $2b$, $2a$) or SHA-512-crypt ($6$).
+  std::string password_hash;
+  SourceLoc loc;
+};
+
+/// `redis`: the Redis server shared limits and quotas use.
+struct Redis {
+  std::string address;  // "host:port" as written (host: an IP literal or a name resolved at load)
+  std::string host;     // resolved IP literal
+  std::uint16_t port = 6379;
+  Duration connect_timeout{1'000};  // 1ms..1m
+  Duration timeout{250};            // per command, 1ms..1m
+  std::string password;             // AUTH, when set
+  std::uint32_t database = 0;       // SELECT, 0..15
+  SourceLoc loc;
 };
 
 /// `listeners[].limits`. Every timeout: > 0 and at most 24h.
@@ -102,6 +155,8 @@ struct Listener {
   bool h2 = false;
   bool h2c = false;
   Http2Settings http2;
+  /// `filters`: filter instances run for every request on this listener, before routing.
+  std::vector<std::string> filters;
   SourceLoc loc;
 };
 
@@ -206,6 +261,8 @@ struct Route {
   Duration websocket_idle_timeout{300'000};
   std::optional<DirectResponse> respond;
   std::optional<Redirect> redirect;
+  /// `filters`: filter instances this route runs, in order, after the listener's.
+  std::vector<std::string> filters;
   SourceLoc loc;
 };
 
@@ -237,6 +294,9 @@ struct Config {
   std::vector<Listener> listeners;
   std::vector<Cluster> clusters;
   std::vector<Route> routes;
+  std::vector<Consumer> consumers;
+  std::optional<Redis> redis;
+  std::vector<FilterInstance> filters;  // in source order
   AccessLog access_log;
   ReloadSettings reload;
   Duration drain_timeout{15'000};  // 0..24h
@@ -246,6 +306,8 @@ struct Config {
   std::map<std::string, std::string> file_digests;
 
   const Cluster* find_cluster(std::string_view name) const;
+  const FilterInstance* find_filter(std::string_view name) const;
+  const Consumer* find_consumer(std::string_view name) const;
   /// The files this config names and reads (certificates, keys, CA bundles; JWKS files with
   /// JWT), which the reload watcher watches along with the config file itself. Their content is
   /// part of `digest`, so a changed certificate is a changed config.

@@ -28,8 +28,12 @@ struct Snapshot {
 
   const config::Config config;
   const router::RouteTable routes;  // points into `config`
-  /// The filter chain each route runs, indexed like routes (empty until filter types exist).
-  const std::vector<filters::FilterChain> route_filters;
+  /// The filter chain each listener runs before routing, indexed like config.listeners, and
+  /// the one each route runs, indexed like routes. Each configured instance is built once and
+  /// shared by every chain that names it.
+  std::vector<filters::FilterChain> listener_filters;
+  std::vector<filters::FilterChain> route_filters;
+  bool any_listener_filters = false;
   /// TLS termination per listener, indexed like config.listeners (null: cleartext).
   std::vector<std::shared_ptr<tls::ServerContext>> listener_tls;
   /// TLS to the backends per cluster, indexed like config.clusters (null: cleartext).

@@ -3,13 +3,21 @@
 // requests go through the same chain). All calls happen on the request's owning worker thread.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "turnpike/http/message.h"
+
+namespace boost::asio {
+class io_context;
+}
 
 namespace turnpike::filters {
 
@@ -19,16 +27,73 @@ enum class Status : std::uint8_t {
   Stop,      // suspended: the filter later calls StreamCallbacks::resume() or send_local_reply()
 };
 
-/// Facts about the request that filters read and write (the authenticated consumer, claims,
-/// client address...). Grows with the filter issue; owned by the stream.
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+/// Facts about the request that filters read and write: who the client is (address, TLS client
+/// certificate, the authenticated consumer, its groups and JWT claims) and what later phases
+/// should do (extra response headers, a body limit). Owned by the request; later filters read
+/// what earlier ones wrote.
 struct RequestContext {
-  std::string client_address;
+  std::string client_address;  // the TCP peer
+  /// The client as far as filters are concerned: the peer, or the address a trusted proxy
+  /// named in X-Forwarded-For (ip_filter with trusted_proxies). Used by ${client_ip}, rate
+  /// limits keyed by client_ip and authz CIDR rules.
+  std::string client_ip;
   std::string tls_client_subject;  // the verified client certificate's subject (RFC 2253), or ""
   std::vector<std::string> tls_client_dns;  // its SAN DNS names
   std::vector<std::string> tls_client_uri;  // its SAN URIs
   std::string request_id;
-  std::string route;
+  std::string listener;
+  std::string route;  // empty while listener filters run (before routing)
+  /// The authenticated consumer (a `consumers:` name, or a JWT's consumer claim) and its groups.
   std::string consumer;
+  std::vector<std::string> groups;
+  /// A verified JWT's top-level claims (strings as they are, other values as JSON text) and its
+  /// scopes (`scope` split on spaces, or `scp`).
+  HeaderList claims;
+  std::vector<std::string> scopes;
+  /// Headers to add to the response whatever it is (rate-limit headers on allowed requests...).
+  HeaderList response_headers;
+  /// The request body may not exceed this (413 while streaming); unset: the listener's limit.
+  std::optional<std::uint64_t> max_body_bytes;
+
+  const std::string* claim(std::string_view name) const noexcept {
+    for (const auto& [k, v] : claims)
+      if (k == name) return &v;
+    return nullptr;
+  }
+};
+
+/// A filter's own answer: `error` becomes the JSON body {"error": ..., "request_id": ...} (or
+/// the gRPC status for gRPC requests); with an empty error and a status below 400, no body.
+struct LocalReply {
+  int status = 403;
+  std::string error;
+  HeaderList headers;
+};
+
+/// What a filter's GET to an upstream cluster (a JWKS fetch) got back.
+struct FetchResult {
+  int status = 0;     // the HTTP status; 0 when the fetch failed (`error` says why)
+  std::string error;  // "upstream timed out", "no cluster 'idp'", "response too large"...
+  std::string body;
+  HeaderList headers;  // names lower-cased
+};
+
+/// Requests a filter makes itself, through the clusters of the current snapshot and this
+/// worker's connection pools. Owning worker thread only.
+class Upstreams {
+ public:
+  /// GETs `path_and_query` from `cluster` with Host `host` (empty: the endpoint's address).
+  /// `done` runs exactly once, on this worker, after the response or a failure; the fetch has
+  /// its own deadline `timeout`, a body bound `max_bytes`, and does not depend on the request
+  /// that started it still being there.
+  virtual void fetch(std::string_view cluster, std::string path_and_query, std::string host,
+                     std::chrono::milliseconds timeout, std::size_t max_bytes,
+                     std::function<void(FetchResult)> done) = 0;
+
+ protected:
+  ~Upstreams() = default;
 };
 
 /// Implemented by the proxy stream. Owning worker thread only.
@@ -36,9 +101,15 @@ class StreamCallbacks {
  public:
   /// Resumes a chain suspended by Status::Stop. May run the rest of the chain inline.
   virtual void resume() = 0;
-  /// Ends the request phase with a local answer; later filters do not run.
-  virtual void send_local_reply(int status, std::string_view body, std::string_view details) = 0;
+  /// Ends the request phase with a local answer; later filters do not run. Call it from a
+  /// request phase (then return Stop) or, after a suspension, instead of resume().
+  virtual void send_local_reply(LocalReply reply) = 0;
   virtual RequestContext& context() = 0;
+  /// The worker's event loop, for filters that wait on I/O (Redis, a JWKS fetch).
+  virtual boost::asio::io_context& io_context() = 0;
+  /// This worker's index (0..workers-1), for per-worker state.
+  virtual unsigned worker_index() const = 0;
+  virtual Upstreams& upstreams() = 0;
 
  protected:
   ~StreamCallbacks() = default;
@@ -83,13 +154,21 @@ class FilterChain {
 /// Runs a chain for one request: owns the per-request Filter objects and where the chain is.
 class ActiveChain {
  public:
+  ActiveChain() = default;
   explicit ActiveChain(const FilterChain& chain);
   ~ActiveChain();
   /// Runs request phases from the current position. Returns Stop when a filter suspended
   /// (call again after resume()) and Continue when all filters ran.
   Status run_request(http::RequestHead& req, StreamCallbacks& cb);
-  /// Response phases in reverse order over the filters whose request phase ran.
+  /// Adds filters after the ones already there (the route's after the listener's).
+  void append(const FilterChain& chain);
+  /// Response phases in reverse order over the filters whose request phase ran to completion
+  /// (a filter that answered locally has already shaped its answer).
   void run_response(http::ResponseHead& resp, StreamCallbacks& cb);
+  /// A filter answered locally: the one that did is excluded from the response phase.
+  void mark_replied() noexcept {
+    if (next_ > 0) --next_;
+  }
   void complete(const http::ResponseHead& resp) noexcept;
   bool empty() const noexcept { return filters_.empty(); }
 

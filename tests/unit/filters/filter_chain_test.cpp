@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+
 #include "turnpike/filters/filter.h"
 
 namespace turnpike::filters {
@@ -53,11 +55,21 @@ class RecordingConfig final : public FilterConfig {
 class NullCallbacks final : public StreamCallbacks {
  public:
   void resume() override {}
-  void send_local_reply(int, std::string_view, std::string_view) override {}
+  void send_local_reply(LocalReply) override {}
   RequestContext& context() override { return ctx_; }
+  boost::asio::io_context& io_context() override { return io_; }
+  unsigned worker_index() const override { return 0; }
+  Upstreams& upstreams() override { return up_; }
 
  private:
   RequestContext ctx_;
+  boost::asio::io_context io_;
+  struct NoUpstreams final : Upstreams {
+    void fetch(std::string_view, std::string, std::string, std::chrono::milliseconds, std::size_t,
+               std::function<void(FetchResult)> done) override {
+      done({0, "no upstreams in unit tests", {}, {}});
+    }
+  } up_;
 };
 
 TEST(FilterChain, RequestInOrderResponseInReverse) {
