@@ -86,7 +86,7 @@ std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const con
   auto s = std::make_shared<Settings>();
   if (const auto* q = m->get("request")) parse_phase(r, *q, s->request);
   if (const auto* p = m->get("response")) parse_phase(r, *p, s->response);
-  if (s->request.empty() && s->response.empty())
+  if (m->entries().size() <= 1)  // only `type`
     r.warning(block, "changes no headers (set request: or response:)");
   return s;
 }

@@ -26,7 +26,7 @@ std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const con
   if (const auto* n = m->get("max_headers")) {
     if (const auto i = r.integer(*n, 1, 10'000)) s->max_headers = static_cast<std::uint64_t>(*i);
   }
-  if (!s->max_body_bytes && !s->max_header_bytes && !s->max_headers)
+  if (m->entries().size() <= 1)  // only `type`
     r.error(block, "set at least one of max_body_bytes, max_header_bytes, max_headers");
   return s;
 }
