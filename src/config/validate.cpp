@@ -46,7 +46,7 @@ void check_filter_references(const Config& config, Diagnostics& diag) {
       const auto path = at(at_path, i);
       diag.error(path, diag.loc(path),
                  "unknown filter '" + list[i] + "'" +
-                     (names.empty() ? std::string(" (no filters: are defined)")
+                     (names.empty() ? std::string(" (there is no filters: section)")
                                     : did_you_mean(list[i], names)));
     }
   };
@@ -77,6 +77,14 @@ void check_consumers(const Config& config, Diagnostics& diag) {
 
 void validate_references(const Config& config, Diagnostics& diag) {
   check_filter_references(config, diag);
+  for (const auto& f : config.filters) {
+    if (!f.settings) continue;
+    f.settings->validate(config, [&](std::string_view key, std::string message) {
+      std::string path = "filters." + f.name;
+      if (!key.empty()) path += "." + std::string(key);
+      diag.error(path, diag.loc(path), std::move(message));
+    });
+  }
   check_consumers(config, diag);
   check_unique_names(config.listeners, "listeners", "listener", diag);
   check_unique_names(config.clusters, "clusters", "cluster", diag);

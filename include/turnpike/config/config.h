@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -51,12 +52,24 @@ struct Rate {
   std::string to_string() const;
 };
 
+struct Config;
+
 /// A filter type's parsed settings (src/filters/<type>/ defines the concrete type and its
 /// parser; config/ only carries them). Immutable once parsed.
 struct FilterSettings {
   virtual ~FilterSettings() = default;
   /// Files the settings name (a JWKS file, a secret): watched and digested like certificates.
   virtual std::vector<std::string> files() const { return {}; }
+  /// Checks against the rest of the config once it is loaded (a cluster or consumer the filter
+  /// names exists, `redis:` is there when the filter needs it). Report each problem with
+  /// `error(key, message)`: `key` is the filter's own key the problem is about ("store",
+  /// "jwks.cluster"), or "" for the filter itself.
+  virtual void validate(
+      const Config& config,
+      const std::function<void(std::string_view key, std::string message)>& error) const {
+    (void)config;
+    (void)error;
+  }
 };
 
 /// `filters:` a map of instance name -> {type: T, ...the type's keys}.
