@@ -462,7 +462,11 @@ TLS_END = "<!-- tls:end -->"
 # bench/h2_bench.py does the same with its HTTP/2 section.
 H2_BEGIN = "<!-- h2:begin -->"
 H2_END = "<!-- h2:end -->"
-KEPT_SECTIONS = ((RELOAD_BEGIN, RELOAD_END), (TLS_BEGIN, TLS_END), (H2_BEGIN, H2_END))
+# bench/filters_bench.py: the filter chain's cost.
+FILTERS_BEGIN = "<!-- filters:begin -->"
+FILTERS_END = "<!-- filters:end -->"
+KEPT_SECTIONS = ((RELOAD_BEGIN, RELOAD_END), (TLS_BEGIN, TLS_END), (H2_BEGIN, H2_END),
+                 (FILTERS_BEGIN, FILTERS_END))
 
 
 def marked_section(text, begin, end):
