@@ -136,13 +136,15 @@ std::vector<std::pair<std::string, std::string>> check_referenced_files(Config& 
     resolve(tls->key);
     check_pair(tls->cert, tls->key, at, diag, digests);
   }
-  // Filter files (JWKS, secrets) were read and checked by their parsers; digest what they hold.
-  for (std::size_t fi = 0; fi < config.filters.size(); ++fi) {
-    const auto& f = config.filters[fi];
+  // Filter files (JWKS, secrets) were read and checked by their parsers, which report problems
+  // at their own keys; here they only join the digest (one that vanished since: no digest,
+  // and the watcher sees it come back).
+  for (const auto& f : config.filters) {
     if (!f.settings) continue;
     for (const auto& path : f.settings->files()) {
-      if (const auto text = read(path, "filters." + f.name, diag))
-        digests.emplace_back(path, sha256_hex(*text));
+      std::ifstream in(path, std::ios::binary);
+      std::ostringstream text;
+      if (in && (text << in.rdbuf())) digests.emplace_back(path, sha256_hex(text.str()));
     }
   }
   return digests;

@@ -58,7 +58,8 @@ struct Config;
 /// parser; config/ only carries them). Immutable once parsed.
 struct FilterSettings {
   virtual ~FilterSettings() = default;
-  /// Files the settings name (a JWKS file, a secret): watched and digested like certificates.
+  /// Files the settings name (a JWKS file, a secret), which the parser has read and checked
+  /// (reporting problems at its own keys): watched and digested like certificates.
   virtual std::vector<std::string> files() const { return {}; }
   /// Checks against the rest of the config once it is loaded (a cluster or consumer the filter
   /// names exists, `redis:` is there when the filter needs it). Report each problem with
