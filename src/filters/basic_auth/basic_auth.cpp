@@ -1,0 +1,371 @@
+// `type: basic_auth`: HTTP Basic authentication (RFC 7617) against the `consumers:` that have a
+// `basic_auth.password_hash` (bcrypt or SHA-512-crypt, verified with libcrypt's crypt_r). The
+// user name is the consumer's name; the consumer and its groups go into the request context.
+//
+// A bcrypt verification costs tens of milliseconds of CPU at cost 10, on the worker that runs
+// it, so each worker keeps a bounded cache (with a TTL) of credentials it has verified, keyed
+// by a SHA-256 of (password hash, user, password): a client sending the same good credentials
+// again pays one hash, not bcrypt. Failures are never cached. An unknown user costs a real
+// verification too (against another consumer's hash), so timing does not tell which users
+// exist.
+#include <crypt.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "turnpike/filters/registry.h"
+
+namespace turnpike::filters {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Settings final : config::FilterSettings {
+  std::string realm = "turnpike";
+  std::vector<std::string> consumers;  // empty: every consumer with a password hash
+  bool forward_credentials = false;    // keep Authorization on the request sent upstream
+  std::uint64_t cache_entries = 1024;  // verified credentials per worker; 0: no cache
+  config::Duration cache_ttl{std::chrono::minutes(5)};
+
+  void validate(const config::Config& config,
+                const std::function<void(std::string_view, std::string)>& error) const override {
+    for (std::size_t i = 0; i < consumers.size(); ++i) {
+      const auto* c = config.find_consumer(consumers[i]);
+      const std::string key = "consumers[" + std::to_string(i) + "]";
+      if (c == nullptr)
+        error(key, "no consumer named '" + consumers[i] + "' (see consumers:)");
+      else if (c->password_hash.empty())
+        error(key, "consumer '" + consumers[i] + "' has no basic_auth.password_hash");
+    }
+    if (consumers.empty() &&
+        std::none_of(config.consumers.begin(), config.consumers.end(),
+                     [](const config::Consumer& c) { return !c.password_hash.empty(); }))
+      error("", "no consumer has a basic_auth.password_hash, so nobody could pass");
+  }
+};
+
+std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const config::Node& block) {
+  const auto m = r.map(block, {"type", "realm", "consumers", "forward_credentials", "cache"});
+  if (!m) return nullptr;
+  auto s = std::make_shared<Settings>();
+  if (const auto* n = m->get("realm")) {
+    if (auto v = r.string(*n)) {
+      if (v->find_first_of("\"\\\r\n") != std::string::npos || v->find('\0') != std::string::npos)
+        r.error(*n, "the realm cannot contain '\"', '\\', CR, LF or NUL");
+      else
+        s->realm = std::move(*v);
+    }
+  }
+  if (const auto* n = m->get("consumers")) {
+    if (const auto items = r.list(*n)) {
+      for (const auto& item : *items) {
+        auto name = r.string(item);
+        if (!name) continue;
+        if (std::find(s->consumers.begin(), s->consumers.end(), *name) != s->consumers.end()) {
+          r.error(item, "consumer '" + *name + "' is listed twice");
+          continue;
+        }
+        s->consumers.push_back(std::move(*name));
+      }
+      if (items->empty()) r.error(*n, "list at least one consumer (or leave consumers: out)");
+    }
+  }
+  if (const auto* n = m->get("forward_credentials")) {
+    if (const auto b = r.boolean(*n)) s->forward_credentials = *b;
+  }
+  if (const auto* n = m->get("cache")) {
+    if (const auto c = r.map(*n, {"max_entries", "ttl"})) {
+      if (const auto* e = c->get("max_entries")) {
+        if (const auto v = r.integer(*e, 0, 1'000'000))
+          s->cache_entries = static_cast<std::uint64_t>(*v);
+      }
+      if (const auto* t = c->get("ttl")) {
+        if (const auto v = r.duration(*t, config::Duration{1'000}, std::chrono::hours(24)))
+          s->cache_ttl = *v;
+      }
+    }
+  }
+  return s;
+}
+
+using Digest = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
+
+struct DigestHash {
+  std::size_t operator()(const Digest& d) const noexcept {
+    std::size_t h;  // a SHA-256 digest is uniformly distributed: its first bytes will do
+    std::memcpy(&h, d.data(), sizeof h);
+    return h;
+  }
+};
+
+// Credentials this worker verified recently: least recently used first out when full, and
+// nothing older than the TTL. Owning worker only.
+class VerifiedCache {
+ public:
+  VerifiedCache(std::size_t capacity, Clock::duration ttl) : capacity_(capacity), ttl_(ttl) {
+    map_.reserve(std::min<std::size_t>(capacity, 4096));
+  }
+
+  bool contains(const Digest& key, Clock::time_point now) {
+    const auto it = map_.find(key);
+    if (it == map_.end()) return false;
+    if (it->second.expires <= now) {
+      order_.erase(it->second.pos);
+      map_.erase(it);
+      return false;
+    }
+    order_.splice(order_.begin(), order_, it->second.pos);
+    return true;
+  }
+
+  void insert(const Digest& key, Clock::time_point now) {
+    if (const auto it = map_.find(key); it != map_.end()) {
+      it->second.expires = now + ttl_;
+      order_.splice(order_.begin(), order_, it->second.pos);
+      return;
+    }
+    while (map_.size() >= capacity_ && !order_.empty()) {
+      map_.erase(order_.back());
+      order_.pop_back();
+    }
+    order_.push_front(key);
+    map_.emplace(key, Entry{now + ttl_, order_.begin()});
+  }
+
+  std::size_t size() const noexcept { return map_.size(); }
+
+ private:
+  struct Entry {
+    Clock::time_point expires;
+    std::list<Digest>::iterator pos;
+  };
+  std::size_t capacity_;
+  Clock::duration ttl_;
+  std::unordered_map<Digest, Entry, DigestHash> map_;
+  std::list<Digest> order_;  // most recently used first
+};
+
+// One cache per worker, made by the worker itself on first use: slot i is only ever touched
+// by worker i, so there is nothing to lock. Kept across reloads that keep the instance (the
+// cache key includes the password hash, so a changed hash never matches an old entry).
+class CacheShards {
+ public:
+  static constexpr unsigned kMaxWorkers = 1024;  // config: workers 1..1024
+  CacheShards(std::size_t capacity, Clock::duration ttl)
+      : capacity_(capacity), ttl_(ttl), slots_(capacity == 0 ? 0 : kMaxWorkers) {}
+
+  VerifiedCache* for_worker(unsigned worker) {
+    if (worker >= slots_.size()) return nullptr;
+    auto& slot = slots_[worker];
+    if (!slot) slot = std::make_unique<VerifiedCache>(capacity_, ttl_);
+    return slot.get();
+  }
+
+ private:
+  std::size_t capacity_;
+  Clock::duration ttl_;
+  std::vector<std::unique_ptr<VerifiedCache>> slots_;
+};
+
+struct Account {
+  std::string name;
+  std::vector<std::string> groups;
+  std::string password_hash;
+};
+
+// crypt_r's state is ~32 KiB: one per thread, on the heap, never on a coroutine's stack.
+bool crypt_matches(const std::string& password, const std::string& hash) {
+  thread_local std::unique_ptr<crypt_data> data;
+  if (!data) data = std::make_unique<crypt_data>();  // value-initialized: zeroed, as required
+  const char* out = crypt_r(password.c_str(), hash.c_str(), data.get());
+  if (out == nullptr || out[0] == '*') return false;  // "*0"/"*1": failure tokens
+  const std::size_t n = std::strlen(out);
+  return n == hash.size() && CRYPTO_memcmp(out, hash.data(), n) == 0;
+}
+
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+    v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+    v.remove_suffix(1);
+  return v;
+}
+
+// Strict standard base64 (RFC 4648 section 4); padding optional. nullopt when malformed.
+std::optional<std::string> base64_decode(std::string_view in) {
+  while (!in.empty() && in.back() == '=')
+    in.remove_suffix(1);
+  if (in.size() % 4 == 1) return std::nullopt;
+  const auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  out.reserve(in.size() * 3 / 4);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    const int v = val(c);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+// Encoded credentials longer than this are refused unread (a user name and a password fit
+// in far less; this bounds the work one header can cause).
+constexpr std::size_t kMaxEncoded = 4096;
+
+class BasicAuthConfig final : public FilterConfig {
+ public:
+  BasicAuthConfig(std::shared_ptr<const Settings> s, BuildContext& ctx)
+      : s_(std::move(s)), challenge_("Basic realm=\"" + s_->realm + "\", charset=\"UTF-8\"") {
+    for (const auto& c : ctx.config.consumers) {
+      if (c.password_hash.empty()) continue;
+      if (!s_->consumers.empty() &&
+          std::find(s_->consumers.begin(), s_->consumers.end(), c.name) == s_->consumers.end())
+        continue;
+      if (dummy_hash_.empty()) dummy_hash_ = c.password_hash;
+      accounts_.emplace(c.name, Account{c.name, c.groups, c.password_hash});
+    }
+    if (s_->cache_entries > 0) {
+      const auto ttl = std::chrono::duration_cast<Clock::duration>(s_->cache_ttl);
+      const std::string key = "basic_auth/" + ctx.instance.name + "/" +
+                              std::to_string(s_->cache_entries) + "/" +
+                              std::to_string(s_->cache_ttl.count());
+      const auto entries = static_cast<std::size_t>(s_->cache_entries);
+      cache_ = ctx.state.get<CacheShards>(
+          key, [&] { return std::make_shared<CacheShards>(entries, ttl); });
+    }
+  }
+  std::unique_ptr<Filter> create() const override;
+
+  const Settings& settings() const noexcept { return *s_; }
+  const std::string& challenge() const noexcept { return challenge_; }
+
+  /// The account these credentials open, or nullptr. May run crypt_r (CPU-bound, on the
+  /// calling worker) unless this worker verified the same credentials within the TTL.
+  const Account* verify(std::string_view user, const std::string& password, unsigned worker) const {
+    const auto it = accounts_.find(std::string(user));
+    if (it == accounts_.end()) {
+      // The same work as for a known user, result ignored: no user enumeration by timing.
+      if (!dummy_hash_.empty()) (void)crypt_matches(password, dummy_hash_);
+      return nullptr;
+    }
+    const Account& a = it->second;
+    VerifiedCache* cache = cache_ ? cache_->for_worker(worker) : nullptr;
+    Digest key{};
+    const auto now = Clock::now();
+    if (cache != nullptr) {
+      key = cache_key(a.password_hash, user, password);
+      if (cache->contains(key, now)) return &a;
+    }
+    if (!crypt_matches(password, a.password_hash)) return nullptr;
+    if (cache != nullptr) cache->insert(key, now);
+    return &a;
+  }
+
+ private:
+  // Length-prefixed, so that no two (hash, user, password) triples share an input.
+  static Digest cache_key(std::string_view hash, std::string_view user, std::string_view password) {
+    std::string in;
+    in.reserve(hash.size() + user.size() + password.size() + 24);
+    for (const std::string_view part : {hash, user, password}) {
+      const std::uint64_t n = part.size();
+      in.append(reinterpret_cast<const char*>(&n), sizeof n);
+      in.append(part);
+    }
+    Digest d;
+    SHA256(reinterpret_cast<const unsigned char*>(in.data()), in.size(), d.data());
+    OPENSSL_cleanse(in.data(), in.size());
+    return d;
+  }
+
+  std::shared_ptr<const Settings> s_;
+  std::string challenge_;
+  std::unordered_map<std::string, Account> accounts_;
+  std::string dummy_hash_;  // a configured hash: unknown users cost a real verification
+  std::shared_ptr<CacheShards> cache_;
+};
+
+class BasicAuthFilter final : public Filter {
+ public:
+  explicit BasicAuthFilter(const BasicAuthConfig& c) : c_(c) {}
+
+  Status on_request_headers(http::RequestHead& req, StreamCallbacks& cb) override {
+    const std::size_t n = req.headers.count("authorization");
+    if (n == 0) return reject(cb, "missing credentials");
+    if (n > 1) return reject(cb, "malformed credentials");
+    std::string_view v = trim(*req.headers.get("authorization"));
+    const auto sp = v.find_first_of(" \t");
+    if (sp == std::string_view::npos || !http::iequals(v.substr(0, sp), "basic"))
+      return reject(cb, "missing credentials");  // another scheme: not ours to judge
+    const std::string_view encoded = trim(v.substr(sp + 1));
+    if (encoded.empty() || encoded.size() > kMaxEncoded) return reject(cb, "malformed credentials");
+    auto decoded = base64_decode(encoded);
+    if (!decoded) return reject(cb, "malformed credentials");
+    const auto colon = decoded->find(':');
+    if (colon == std::string::npos) {
+      OPENSSL_cleanse(decoded->data(), decoded->size());
+      return reject(cb, "malformed credentials");
+    }
+    const std::string user = decoded->substr(0, colon);
+    std::string password = decoded->substr(colon + 1);
+    OPENSSL_cleanse(decoded->data(), decoded->size());
+    const Account* a = nullptr;
+    if (password.find('\0') == std::string::npos)  // crypt(3) would stop at the NUL
+      a = c_.verify(user, password, cb.worker_index());
+    OPENSSL_cleanse(password.data(), password.size());
+    if (a == nullptr) return reject(cb, "invalid credentials");
+    if (!c_.settings().forward_credentials) req.headers.remove("authorization");
+    RequestContext& ctx = cb.context();
+    ctx.consumer = a->name;
+    ctx.groups = a->groups;
+    return Status::Continue;
+  }
+
+ private:
+  Status reject(StreamCallbacks& cb, std::string error) {
+    cb.send_local_reply({401, std::move(error), {{"WWW-Authenticate", c_.challenge()}}});
+    return Status::Stop;
+  }
+
+  const BasicAuthConfig& c_;
+};
+
+std::unique_ptr<Filter> BasicAuthConfig::create() const {
+  return std::make_unique<BasicAuthFilter>(*this);
+}
+
+std::shared_ptr<const FilterConfig> build(const config::FilterSettings&, BuildContext& ctx) {
+  return std::make_shared<BasicAuthConfig>(
+      std::static_pointer_cast<const Settings>(ctx.instance.settings), ctx);
+}
+
+}  // namespace
+
+void register_basic_auth() {
+  register_filter_type({"basic_auth", parse, build});
+}
+
+}  // namespace turnpike::filters
