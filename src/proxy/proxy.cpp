@@ -78,11 +78,15 @@ class ChainCallbacks final : public filters::StreamCallbacks {
   ChainCallbacks(const asio::any_io_executor& ex, filters::RequestContext& ctx, unsigned worker,
                  filters::Upstreams& up)
       : event_(ex), ctx_(ctx), up_(up), worker_(worker) {}
+  // The first answer wins: a filter whose I/O completes after the chain timed out (504) must not
+  // touch the reply that is being sent.
   void resume() override {
+    if (replied) return;
     resumed_ = true;
     event_.cancel();
   }
   void send_local_reply(filters::LocalReply r) override {
+    if (replied) return;
     reply = std::move(r);
     if (reply.status < 100 || reply.status > 599) reply.status = 500;
     replied = true;

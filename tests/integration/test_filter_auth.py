@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import warnings
@@ -386,6 +387,41 @@ class BasicAuthCostTest(h.TurnpikeCase):
         self.assertGreater(unknown, wrong * 0.5, "unknown users must cost a verification too")
         self.assertGreater(first, 0.015)
         self.assertLess(cached, wrong / (2 if h.SANITIZE else 3), (cached, wrong))
+
+    def test_password_checks_do_not_stall_the_worker(self):
+        # One worker; a handful of bcrypt checks at cost 12 (a few hundred ms each) are in
+        # flight. A request on another route of the same worker must not wait behind them:
+        # it is answered while they are still running.
+        s = self.stack
+        echo = s.echo("up")
+        port, admin = h.free_port(), h.free_port()
+        consumers = [{"name": "slow", "basic_auth": {
+            "password_hash": bcrypt.hashpw(b"pw-slow", bcrypt.gensalt(rounds=12)).decode()}}]
+        filters = {"basic": {"type": "basic_auth"}}
+        routes = [{"name": "auth", "match": {"path_prefix": "/auth"}, "filters": ["basic"],
+                   "backend": "up"},
+                  {"name": "open", "match": {"path_prefix": "/open"}, "backend": "up"}]
+        tp = s.turnpike(h.config(admin, [h.listener("l", port)], [h.cluster("up", echo)],
+                                 routes, consumers=consumers, filters=filters, workers=1))
+        done = []
+
+        def login(i):
+            r = tp.get("/auth", headers=[("Authorization", basic("slow", f"bad-{i}"))],
+                       timeout=60)
+            done.append((time.monotonic(), r.status))
+
+        threads = [threading.Thread(target=login, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        r = tp.get("/open")
+        open_done = time.monotonic()
+        self.assertEqual(r.status, 200, r)
+        for t in threads:
+            t.join(90)
+        self.assertEqual(sorted(st for _, st in done), [401] * 4)
+        # /open was answered before any check had finished.
+        self.assertLess(open_done, min(t for t, _ in done), "the worker waited for bcrypt")
 
 
 BAD = """\

@@ -2,7 +2,6 @@
 // mapped to a `consumers:` entry by the SHA-256 of the key. The consumer and its groups go into
 // the request context for authz, limits and ${consumer}; the key itself never goes upstream.
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 
 #include <algorithm>
 #include <array>
@@ -13,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "turnpike/filters/credentials.h"
 #include "turnpike/filters/registry.h"
 
 namespace turnpike::filters {
@@ -26,14 +26,9 @@ struct Settings final : config::FilterSettings {
 
   void validate(const config::Config& config,
                 const std::function<void(std::string_view, std::string)>& error) const override {
-    for (std::size_t i = 0; i < consumers.size(); ++i) {
-      const auto* c = config.find_consumer(consumers[i]);
-      const std::string key = "consumers[" + std::to_string(i) + "]";
-      if (c == nullptr)
-        error(key, "no consumer named '" + consumers[i] + "' (see consumers:)");
-      else if (c->api_key_sha256.empty())
-        error(key, "consumer '" + consumers[i] + "' has no api_keys");
-    }
+    validate_consumer_names(
+        config, consumers, [](const config::Consumer& c) { return !c.api_key_sha256.empty(); },
+        "api_keys", error);
   }
 };
 
@@ -59,58 +54,9 @@ std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const con
     }
   }
   if (!m->get("header") && !m->get("query")) s->header = "x-api-key";
-  if (const auto* n = m->get("realm")) {
-    if (auto v = r.string(*n)) {
-      if (v->find_first_of("\"\\\r\n") != std::string::npos || v->find('\0') != std::string::npos)
-        r.error(*n, "the realm cannot contain '\"', '\\', CR, LF or NUL");
-      else
-        s->realm = std::move(*v);
-    }
-  }
-  if (const auto* n = m->get("consumers")) {
-    if (const auto items = r.list(*n)) {
-      for (const auto& item : *items) {
-        auto name = r.string(item);
-        if (!name) continue;
-        if (std::find(s->consumers.begin(), s->consumers.end(), *name) != s->consumers.end()) {
-          r.error(item, "consumer '" + *name + "' is listed twice");
-          continue;
-        }
-        s->consumers.push_back(std::move(*name));
-      }
-      if (items->empty()) r.error(*n, "list at least one consumer (or leave consumers: out)");
-    }
-  }
+  if (const auto* n = m->get("realm")) read_realm(r, *n, s->realm);
+  if (const auto* n = m->get("consumers")) read_consumer_names(r, *n, s->consumers);
   return s;
-}
-
-using Digest = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
-
-struct DigestHash {
-  std::size_t operator()(const Digest& d) const noexcept {
-    // A SHA-256 digest is uniformly distributed: its first bytes are a fine hash.
-    std::size_t h;
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
-
-std::optional<Digest> from_hex(std::string_view hex) {
-  if (hex.size() != 2 * SHA256_DIGEST_LENGTH) return std::nullopt;
-  const auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  Digest d{};
-  for (std::size_t i = 0; i < d.size(); ++i) {
-    const int hi = nibble(hex[2 * i]);
-    const int lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    d[i] = static_cast<unsigned char>(hi << 4 | lo);
-  }
-  return d;
 }
 
 struct Identity {
@@ -151,12 +97,10 @@ class ApiKeyConfig final : public FilterConfig {
     identities_.reserve(config.consumers.size());  // no reallocation: by_digest_ points in
     for (const auto& c : config.consumers) {
       if (c.api_key_sha256.empty()) continue;
-      if (!s_->consumers.empty() &&
-          std::find(s_->consumers.begin(), s_->consumers.end(), c.name) == s_->consumers.end())
-        continue;
+      if (!serves(s_->consumers, c.name)) continue;
       const Identity& who = identities_.emplace_back(Identity{c.name, c.groups});
       for (const auto& hex : c.api_key_sha256) {
-        if (const auto d = from_hex(hex)) by_digest_.emplace(*d, &who);
+        if (const auto d = sha256_from_hex(hex)) by_digest_.emplace(*d, &who);
       }
     }
   }
@@ -169,8 +113,7 @@ class ApiKeyConfig final : public FilterConfig {
   /// (a SHA-256 preimage is what an attacker would need, so the map's own comparisons leak
   /// nothing useful) and the match is confirmed in constant time.
   const Identity* find(std::string_view key) const noexcept {
-    Digest d;
-    SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), d.data());
+    const Sha256 d = sha256(key);
     const auto it = by_digest_.find(d);
     if (it == by_digest_.end()) return nullptr;
     if (CRYPTO_memcmp(it->first.data(), d.data(), d.size()) != 0) return nullptr;
@@ -181,7 +124,7 @@ class ApiKeyConfig final : public FilterConfig {
   std::shared_ptr<const Settings> s_;
   std::string challenge_;
   std::vector<Identity> identities_;
-  std::unordered_map<Digest, const Identity*, DigestHash> by_digest_;
+  std::unordered_map<Sha256, const Identity*, Sha256Hash> by_digest_;
 };
 
 class ApiKeyFilter final : public Filter {

@@ -2,28 +2,37 @@
 // `basic_auth.password_hash` (bcrypt or SHA-512-crypt, verified with libcrypt's crypt_r). The
 // user name is the consumer's name; the consumer and its groups go into the request context.
 //
-// A bcrypt verification costs tens of milliseconds of CPU at cost 10, on the worker that runs
-// it, so each worker keeps a bounded cache (with a TTL) of credentials it has verified, keyed
-// by a SHA-256 of (password hash, user, password): a client sending the same good credentials
-// again pays one hash, not bcrypt. Failures are never cached. An unknown user costs a real
-// verification too (against another consumer's hash), so timing does not tell which users
-// exist.
+// A bcrypt verification costs tens of milliseconds of CPU at cost 10: far too long for an
+// event loop, so it runs on a small process-wide pool (CryptPool) while the request waits
+// suspended. Each worker keeps a bounded cache (with a TTL) of credentials it has verified,
+// keyed by a SHA-256 of (password hash, user, password): a client sending the same good
+// credentials again pays one hash on the worker, no bcrypt and no suspension. Failures are
+// never cached. An unknown user costs a real verification too (against another consumer's
+// hash), so timing does not tell which users exist.
 #include <crypt.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "turnpike/filters/credentials.h"
 #include "turnpike/filters/registry.h"
 
 namespace turnpike::filters {
@@ -40,14 +49,9 @@ struct Settings final : config::FilterSettings {
 
   void validate(const config::Config& config,
                 const std::function<void(std::string_view, std::string)>& error) const override {
-    for (std::size_t i = 0; i < consumers.size(); ++i) {
-      const auto* c = config.find_consumer(consumers[i]);
-      const std::string key = "consumers[" + std::to_string(i) + "]";
-      if (c == nullptr)
-        error(key, "no consumer named '" + consumers[i] + "' (see consumers:)");
-      else if (c->password_hash.empty())
-        error(key, "consumer '" + consumers[i] + "' has no basic_auth.password_hash");
-    }
+    validate_consumer_names(
+        config, consumers, [](const config::Consumer& c) { return !c.password_hash.empty(); },
+        "basic_auth.password_hash", error);
     if (consumers.empty() &&
         std::none_of(config.consumers.begin(), config.consumers.end(),
                      [](const config::Consumer& c) { return !c.password_hash.empty(); }))
@@ -59,28 +63,8 @@ std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const con
   const auto m = r.map(block, {"type", "realm", "consumers", "forward_credentials", "cache"});
   if (!m) return nullptr;
   auto s = std::make_shared<Settings>();
-  if (const auto* n = m->get("realm")) {
-    if (auto v = r.string(*n)) {
-      if (v->find_first_of("\"\\\r\n") != std::string::npos || v->find('\0') != std::string::npos)
-        r.error(*n, "the realm cannot contain '\"', '\\', CR, LF or NUL");
-      else
-        s->realm = std::move(*v);
-    }
-  }
-  if (const auto* n = m->get("consumers")) {
-    if (const auto items = r.list(*n)) {
-      for (const auto& item : *items) {
-        auto name = r.string(item);
-        if (!name) continue;
-        if (std::find(s->consumers.begin(), s->consumers.end(), *name) != s->consumers.end()) {
-          r.error(item, "consumer '" + *name + "' is listed twice");
-          continue;
-        }
-        s->consumers.push_back(std::move(*name));
-      }
-      if (items->empty()) r.error(*n, "list at least one consumer (or leave consumers: out)");
-    }
-  }
+  if (const auto* n = m->get("realm")) read_realm(r, *n, s->realm);
+  if (const auto* n = m->get("consumers")) read_consumer_names(r, *n, s->consumers);
   if (const auto* n = m->get("forward_credentials")) {
     if (const auto b = r.boolean(*n)) s->forward_credentials = *b;
   }
@@ -99,15 +83,7 @@ std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const con
   return s;
 }
 
-using Digest = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
-
-struct DigestHash {
-  std::size_t operator()(const Digest& d) const noexcept {
-    std::size_t h;  // a SHA-256 digest is uniformly distributed: its first bytes will do
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
+using Digest = Sha256;
 
 // Credentials this worker verified recently: least recently used first out when full, and
 // nothing older than the TTL. Owning worker only.
@@ -152,7 +128,7 @@ class VerifiedCache {
   };
   std::size_t capacity_;
   Clock::duration ttl_;
-  std::unordered_map<Digest, Entry, DigestHash> map_;
+  std::unordered_map<Digest, Entry, Sha256Hash> map_;
   std::list<Digest> order_;  // most recently used first
 };
 
@@ -242,9 +218,7 @@ class BasicAuthConfig final : public FilterConfig {
       : s_(std::move(s)), challenge_("Basic realm=\"" + s_->realm + "\", charset=\"UTF-8\"") {
     for (const auto& c : ctx.config.consumers) {
       if (c.password_hash.empty()) continue;
-      if (!s_->consumers.empty() &&
-          std::find(s_->consumers.begin(), s_->consumers.end(), c.name) == s_->consumers.end())
-        continue;
+      if (!serves(s_->consumers, c.name)) continue;
       if (dummy_hash_.empty()) dummy_hash_ = c.password_hash;
       accounts_.emplace(c.name, Account{c.name, c.groups, c.password_hash});
     }
@@ -263,26 +237,37 @@ class BasicAuthConfig final : public FilterConfig {
   const Settings& settings() const noexcept { return *s_; }
   const std::string& challenge() const noexcept { return challenge_; }
 
-  /// The account these credentials open, or nullptr. May run crypt_r (CPU-bound, on the
-  /// calling worker) unless this worker verified the same credentials within the TTL.
-  const Account* verify(std::string_view user, const std::string& password, unsigned worker) const {
+  /// What checking these credentials takes. `account` is the consumer named `user` (nullptr:
+  /// unknown, which fails whatever crypt_r says). `done` when this worker verified the same
+  /// credentials within the TTL; otherwise crypt_r must check the password against `hash` (for
+  /// an unknown user another consumer's hash: the same work, so no user enumeration by timing).
+  struct Check {
+    const Account* account = nullptr;
+    bool done = false;
+    std::string hash;
+    Digest cache_key{};
+  };
+
+  Check prepare(std::string_view user, std::string_view password, unsigned worker) const {
+    Check c;
     const auto it = accounts_.find(std::string(user));
     if (it == accounts_.end()) {
-      // The same work as for a known user, result ignored: no user enumeration by timing.
-      if (!dummy_hash_.empty()) (void)crypt_matches(password, dummy_hash_);
-      return nullptr;
+      c.hash = dummy_hash_;
+      return c;
     }
-    const Account& a = it->second;
-    VerifiedCache* cache = cache_ ? cache_->for_worker(worker) : nullptr;
-    Digest key{};
-    const auto now = Clock::now();
-    if (cache != nullptr) {
-      key = cache_key(a.password_hash, user, password);
-      if (cache->contains(key, now)) return &a;
+    c.account = &it->second;
+    c.hash = c.account->password_hash;
+    if (VerifiedCache* cache = cache_ ? cache_->for_worker(worker) : nullptr) {
+      c.cache_key = cache_key(c.hash, user, password);
+      c.done = cache->contains(c.cache_key, Clock::now());
     }
-    if (!crypt_matches(password, a.password_hash)) return nullptr;
-    if (cache != nullptr) cache->insert(key, now);
-    return &a;
+    return c;
+  }
+
+  /// After crypt_r accepted the password, on the worker that asked.
+  void remember(const Check& c, unsigned worker) const {
+    if (VerifiedCache* cache = cache_ ? cache_->for_worker(worker) : nullptr)
+      cache->insert(c.cache_key, Clock::now());
   }
 
  private:
@@ -295,8 +280,7 @@ class BasicAuthConfig final : public FilterConfig {
       in.append(reinterpret_cast<const char*>(&n), sizeof n);
       in.append(part);
     }
-    Digest d;
-    SHA256(reinterpret_cast<const unsigned char*>(in.data()), in.size(), d.data());
+    const Digest d = sha256(in);
     OPENSSL_cleanse(in.data(), in.size());
     return d;
   }
@@ -308,9 +292,53 @@ class BasicAuthConfig final : public FilterConfig {
   std::shared_ptr<CacheShards> cache_;
 };
 
+// Password checks run here, never on a worker. One pool for the process with half the cores
+// (at least one thread), so that a burst of logins cannot take the CPU from the event loops;
+// at most kMaxQueued checks wait (beyond that a request gets 503 with Retry-After rather than
+// joining an unbounded queue). Lives until exit; its jobs hold no worker state.
+class CryptPool {
+ public:
+  static constexpr int kMaxQueued = 256;
+
+  static CryptPool& instance() {
+    static CryptPool pool;
+    return pool;
+  }
+
+  bool try_submit(std::function<void()> job) {
+    if (queued_.fetch_add(1, std::memory_order_relaxed) >= kMaxQueued) {
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+    boost::asio::post(pool_, [this, job = std::move(job)] {
+      job();
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+    });
+    return true;
+  }
+
+ private:
+  CryptPool() : pool_(std::max(1u, std::thread::hardware_concurrency() / 2)) {}
+  boost::asio::thread_pool pool_;
+  std::atomic<int> queued_{0};
+};
+
+class BasicAuthFilter;
+
+// A check in flight, shared by the filter and the pool's job. The job posts its verdict to the
+// worker only while the filter is still there; the mutex orders that against the filter going
+// away (which happens before its worker's io_context is destroyed). Touched once per bcrypt
+// check, never on the cached path.
+struct PendingCheck {
+  std::mutex m;
+  BasicAuthFilter* filter = nullptr;  // nullptr: the request went away
+  boost::asio::io_context* io = nullptr;
+};
+
 class BasicAuthFilter final : public Filter {
  public:
   explicit BasicAuthFilter(const BasicAuthConfig& c) : c_(c) {}
+  ~BasicAuthFilter() override { cancel(); }
 
   Status on_request_headers(http::RequestHead& req, StreamCallbacks& cb) override {
     const std::size_t n = req.headers.count("authorization");
@@ -329,28 +357,93 @@ class BasicAuthFilter final : public Filter {
       OPENSSL_cleanse(decoded->data(), decoded->size());
       return reject(cb, "malformed credentials");
     }
-    const std::string user = decoded->substr(0, colon);
-    std::string password = decoded->substr(colon + 1);
-    OPENSSL_cleanse(decoded->data(), decoded->size());
-    const Account* a = nullptr;
-    if (password.find('\0') == std::string::npos)  // crypt(3) would stop at the NUL
-      a = c_.verify(user, password, cb.worker_index());
-    OPENSSL_cleanse(password.data(), password.size());
-    if (a == nullptr) return reject(cb, "invalid credentials");
+    if (decoded->find('\0', colon) != std::string::npos) {
+      // crypt(3) would stop at the NUL and check a shorter password: never a match.
+      OPENSSL_cleanse(decoded->data(), decoded->size());
+      return reject(cb, "invalid credentials");
+    }
+    const std::string_view user = std::string_view(*decoded).substr(0, colon);
+    const std::string_view password = std::string_view(*decoded).substr(colon + 1);
+    // Only a successful check lets the request go upstream, so the credentials can go now.
     if (!c_.settings().forward_credentials) req.headers.remove("authorization");
+    check_ = c_.prepare(user, password, cb.worker_index());
+    if (check_.done) {
+      OPENSSL_cleanse(decoded->data(), decoded->size());
+      return accept(cb);
+    }
+    if (check_.hash.empty()) {  // no consumer has a hash: nothing to spend time on
+      OPENSSL_cleanse(decoded->data(), decoded->size());
+      return reject(cb, "invalid credentials");
+    }
+    cb_ = &cb;
+    pending_ = std::make_shared<PendingCheck>();
+    pending_->filter = this;
+    pending_->io = &cb.io_context();
+    const bool queued = CryptPool::instance().try_submit(
+        [p = pending_, hash = check_.hash, password = std::string(password)]() mutable {
+          const bool ok = crypt_matches(password, hash);
+          OPENSSL_cleanse(password.data(), password.size());
+          const std::lock_guard lock(p->m);
+          if (p->io != nullptr) boost::asio::post(*p->io, [p, ok] { deliver(p, ok); });
+        });
+    OPENSSL_cleanse(decoded->data(), decoded->size());
+    if (!queued) {
+      pending_.reset();
+      cb.send_local_reply({503, "too many password checks in progress", {{"Retry-After", "1"}}});
+    }
+    return Status::Stop;
+  }
+
+  void on_destroy() noexcept override { cancel(); }
+
+ private:
+  // On the worker: the verdict of a check, if the filter that asked is still there.
+  static void deliver(const std::shared_ptr<PendingCheck>& p, bool ok) {
+    BasicAuthFilter* f = nullptr;
+    {
+      const std::lock_guard lock(p->m);
+      f = p->filter;
+    }
+    if (f != nullptr) f->finish(ok);
+  }
+
+  void finish(bool ok) {
+    cancel();
+    StreamCallbacks& cb = *cb_;
+    if (!ok || check_.account == nullptr) {
+      reject(cb, "invalid credentials");
+      return;
+    }
+    c_.remember(check_, cb.worker_index());
+    if (accept(cb) == Status::Continue) cb.resume();  // may run the chain on: last use
+  }
+
+  Status accept(StreamCallbacks& cb) {
     RequestContext& ctx = cb.context();
-    ctx.consumer = a->name;
-    ctx.groups = a->groups;
+    ctx.consumer = check_.account->name;
+    ctx.groups = check_.account->groups;
     return Status::Continue;
   }
 
- private:
+  void cancel() noexcept {
+    if (!pending_) return;
+    {
+      const std::lock_guard lock(pending_->m);
+      pending_->filter = nullptr;
+      pending_->io = nullptr;
+    }
+    pending_.reset();
+  }
+
   Status reject(StreamCallbacks& cb, std::string error) {
     cb.send_local_reply({401, std::move(error), {{"WWW-Authenticate", c_.challenge()}}});
     return Status::Stop;
   }
 
   const BasicAuthConfig& c_;
+  BasicAuthConfig::Check check_;
+  StreamCallbacks* cb_ = nullptr;
+  std::shared_ptr<PendingCheck> pending_;
 };
 
 std::unique_ptr<Filter> BasicAuthConfig::create() const {

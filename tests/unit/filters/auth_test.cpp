@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include "turnpike/config/config.h"
@@ -20,7 +21,7 @@ namespace {
 
 class TestCallbacks final : public StreamCallbacks {
  public:
-  void resume() override {}
+  void resume() override { resumed = true; }
   void send_local_reply(LocalReply r) override {
     reply = std::move(r);
     replied = true;
@@ -33,7 +34,20 @@ class TestCallbacks final : public StreamCallbacks {
   RequestContext ctx;
   LocalReply reply;
   bool replied = false;
+  bool resumed = false;
   unsigned worker = 0;
+
+  /// Runs `f`'s request phase to its end, waiting on this io_context while it is suspended
+  /// (basic_auth checks passwords on a pool): Continue when the request may go on.
+  Status settle(Filter& f, http::RequestHead& req) {
+    if (f.on_request_headers(req, *this) == Status::Continue) return Status::Continue;
+    const auto guard = boost::asio::make_work_guard(io_);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!replied && !resumed && std::chrono::steady_clock::now() < deadline)
+      io_.run_one_for(std::chrono::milliseconds(50));
+    EXPECT_TRUE(replied || resumed) << "the filter never finished";
+    return resumed && !replied ? Status::Continue : Status::Stop;
+  }
 
  private:
   boost::asio::io_context io_;
@@ -111,7 +125,7 @@ filters:
   // Runs one filter's request phase on `req`.
   Status run(const std::string& name, http::RequestHead& req, TestCallbacks& cb) {
     auto cfg = build(name);
-    return cfg->create()->on_request_headers(req, cb);
+    return cb.settle(*cfg->create(), req);
   }
 
   static http::RequestHead request(std::string target) {
@@ -217,7 +231,7 @@ TEST_F(AuthFilters, BasicAuthBothHashKinds) {
     auto req = request("/");
     req.headers.add("Authorization", basic(cred));
     TestCallbacks cb;
-    EXPECT_EQ(cfg->create()->on_request_headers(req, cb), Status::Continue) << cred;
+    EXPECT_EQ(cb.settle(*cfg->create(), req), Status::Continue) << cred;
     EXPECT_EQ(cb.ctx.consumer, who);
     EXPECT_FALSE(req.headers.has("authorization"));
   }
@@ -232,7 +246,7 @@ TEST_F(AuthFilters, BasicAuthBothHashKinds) {
     auto req = request("/");
     if (!value.empty()) req.headers.add("Authorization", value);
     TestCallbacks cb;
-    EXPECT_EQ(cfg->create()->on_request_headers(req, cb), Status::Stop) << value;
+    EXPECT_EQ(cb.settle(*cfg->create(), req), Status::Stop) << value;
     EXPECT_EQ(cb.reply.status, 401);
     EXPECT_EQ(cb.reply.error, error) << value;
     EXPECT_EQ(cb.reply.headers,
@@ -248,11 +262,18 @@ TEST_F(AuthFilters, BasicAuthCacheIsPerWorkerAndKeyedByPassword) {
     req.headers.add("Authorization", basic(cred));
     TestCallbacks cb;
     cb.worker = worker;
-    return cfg->create()->on_request_headers(req, cb);
+    return cb.settle(*cfg->create(), req);
   };
   // Warm both workers, then check that a wrong password is never answered from the cache.
   EXPECT_EQ(go("acme:acme-pw", 0), Status::Continue);
-  EXPECT_EQ(go("acme:acme-pw", 0), Status::Continue);
+  {
+    // Verified on this worker: answered on the spot, no suspension, no bcrypt.
+    auto req = request("/");
+    req.headers.add("Authorization", basic("acme:acme-pw"));
+    TestCallbacks cb;
+    EXPECT_EQ(cfg->create()->on_request_headers(req, cb), Status::Continue);
+    EXPECT_EQ(cb.ctx.consumer, "acme");
+  }
   EXPECT_EQ(go("acme:acme-pw", 3), Status::Continue);
   EXPECT_EQ(go("acme:acme-pwx", 0), Status::Stop);
   EXPECT_EQ(go("beta:beta-pw", 0), Status::Continue);
