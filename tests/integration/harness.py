@@ -423,6 +423,54 @@ class Stack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+REDIS_BIN = "/usr/bin/redis-server"
+
+
+class Redis:
+    """A real redis-server on a free loopback port, no persistence, stopped by PID."""
+
+    def __init__(self, stack, port=None, label="redis"):
+        self.stack = stack
+        self.port = port or free_port()
+        self.label = label
+        self.proc = None
+
+    def start(self):
+        self.proc = self.stack.run([REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
+                                    "--save", "", "--appendonly", "no"], self.label)
+        wait_for(self.ping, scaled(10), what="redis-server on %d" % self.port)
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+            self.proc = None
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def command(self, *args):
+        """One command on a fresh connection; the raw RESP reply."""
+        payload = "*%d\r\n" % len(args) + "".join(
+            "$%d\r\n%s\r\n" % (len(str(a).encode()), a) for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(payload.encode())
+            data = b""
+            while not data.endswith(b"\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return data.decode()
+
+    def ping(self):
+        try:
+            return self.command("PING").startswith("+PONG")
+        except OSError:
+            return False
+
+
 # ---------------------------------------------------------------------------------------------
 # Raw HTTP/1.1 over sockets
 
@@ -748,6 +796,21 @@ class TurnpikeCase(unittest.TestCase):
 
     def assertStatus(self, resp, status, msg=None):
         self.assertEqual(resp.status, status, msg or "unexpected status: %r" % (resp,))
+
+    def assertConfigErrors(self, text, expected, count=None):
+        """`turnpike check` rejects the YAML `text` (formatted with free admin and port):
+        each (line, column, message) appears as FILE:LINE:COLUMN: MESSAGE, and with `count`,
+        the summary says that many errors. Returns stderr."""
+        path = self.stack.write("bad.yaml", text.format(admin=free_port(), port=free_port()))
+        p = subprocess.run([TURNPIKE_BIN, "check", "-c", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=scaled(30))
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 1, err)
+        for line, col, message in expected:
+            self.assertIn("%s:%d:%d: %s" % (path, line, col, message), err)
+        if count is not None:
+            self.assertIn("%s: %d errors; configuration rejected" % (path, count), err)
+        return err
 
     def assertJsonError(self, resp, status):
         """A gateway-generated error: status, JSON body with error and request_id."""

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -465,39 +464,16 @@ EXPECTED_ERRORS = [
 ]
 
 
-class AuthConfigErrorsTest(unittest.TestCase):
+class AuthConfigErrorsTest(h.TurnpikeCase):
     def test_errors_have_file_line_column(self):
-        s = h.Stack("auth-errors")
-        try:
-            path = s.write("bad.yaml", BAD.format(admin=h.free_port(), port=h.free_port()))
-            p = subprocess.run([h.TURNPIKE_BIN, "check", "-c", path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=h.scaled(30))
-            err = p.stderr.decode()
-            self.assertEqual(p.returncode, 1, err)
-            for line, col, message in EXPECTED_ERRORS:
-                self.assertIn("%s:%d:%d: %s" % (path, line, col, message), err)
-            self.assertIn("%s: %d errors; configuration rejected" % (path, len(EXPECTED_ERRORS)),
-                          err)
-        finally:
-            s.stop()
-            s.remove()
+        self.assertConfigErrors(BAD, EXPECTED_ERRORS, count=len(EXPECTED_ERRORS))
 
     def test_basic_auth_without_any_password_hash(self):
-        s = h.Stack("auth-errors2")
-        try:
-            text = BAD.split("filters:")[0] + (
-                "filters:\n  b: {{type: basic_auth}}\nroutes:\n  - match: {{path_prefix: /}}\n"
-                "    filters: [b]\n    backend: up\n")
-            path = s.write("bad.yaml", text.format(admin=h.free_port(), port=h.free_port()))
-            p = subprocess.run([h.TURNPIKE_BIN, "check", "-c", path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=h.scaled(30))
-            err = p.stderr.decode()
-            self.assertEqual(p.returncode, 1, err)
-            self.assertIn("%s:13:6: filters.b: no consumer has a basic_auth.password_hash" % path,
-                          err)
-        finally:
-            s.stop()
-            s.remove()
+        text = BAD.split("filters:")[0] + (
+            "filters:\n  b: {{type: basic_auth}}\nroutes:\n  - match: {{path_prefix: /}}\n"
+            "    filters: [b]\n    backend: up\n")
+        self.assertConfigErrors(
+            text, [(13, 6, "filters.b: no consumer has a basic_auth.password_hash")])
 
 
 if __name__ == "__main__":

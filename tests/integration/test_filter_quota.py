@@ -7,13 +7,11 @@ with require_consumer; Redis down: on_redis_failure; config errors with file:lin
 import datetime
 import os
 import re
-import subprocess
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-import test_filter_rate_limit as rl  # noqa: E402  (the Redis fixture; a module, so its tests stay there)
 
 
 def next_midnight(now):
@@ -48,7 +46,7 @@ class QuotaTest(h.TurnpikeCase):
     def setUpClass(cls):
         super().setUpClass()
         s = cls.cstack
-        cls.redis = rl.Redis(s).start()
+        cls.redis = h.Redis(s).start()
         cls.echo = s.echo("up")
         cls.cfg_a = quota_config(cls.redis, cls.echo)
         cls.a = s.turnpike(cls.cfg_a, name="a.yaml")
@@ -135,7 +133,7 @@ class QuotaTest(h.TurnpikeCase):
 class QuotaRedisDownTest(h.TurnpikeCase):
     def test_failure_policy_and_recovery(self):
         s = self.stack
-        redis = rl.Redis(s).start()
+        redis = h.Redis(s).start()
         tp = s.turnpike(quota_config(redis, s.echo("up")))
         self.assertEqual(tp.get("/closed").status, 200)
         redis.stop()
@@ -143,7 +141,7 @@ class QuotaRedisDownTest(h.TurnpikeCase):
         r = tp.get("/closed")
         self.assertEqual(r.status, 503, r)
         self.assertEqual(r.json()["error"], "quota store unavailable")
-        rl.Redis(s, port=redis.port, label="redis-again").start()
+        h.Redis(s, port=redis.port, label="redis-again").start()
         h.wait_for(lambda: tp.get("/closed").status == 200, h.scaled(10),
                    what="the deny route to recover")
 
@@ -182,22 +180,11 @@ EXPECTED = [
 ]
 
 
-class QuotaConfigErrorsTest(unittest.TestCase):
+class QuotaConfigErrorsTest(h.TurnpikeCase):
     def test_errors_with_file_line_column(self):
-        s = h.Stack("quota-errors")
-        try:
-            path = s.write("bad.yaml", BAD.format(admin=h.free_port(), port=h.free_port()))
-            p = subprocess.run([h.TURNPIKE_BIN, "check", "-c", path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=h.scaled(30))
-            err = p.stderr.decode()
-            self.assertEqual(p.returncode, 1, err)
-            for line, col, message in EXPECTED:
-                self.assertIn("%s:%d:%d: %s" % (path, line, col, message), err)
-            # No redis: section: reported once per quota that parsed.
-            self.assertIn("quota needs a top-level redis: section", err)
-        finally:
-            s.stop()
-            s.remove()
+        err = self.assertConfigErrors(BAD, EXPECTED)
+        # No redis: section: reported once per quota that parsed.
+        self.assertIn("quota needs a top-level redis: section", err)
 
 
 if __name__ == "__main__":

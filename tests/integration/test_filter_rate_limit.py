@@ -7,8 +7,6 @@ file:line:column.
 
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
 import unittest
@@ -16,55 +14,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-REDIS_BIN = "/usr/bin/redis-server"
 WRK_BIN = "/usr/bin/wrk"
-
-
-# ---- fixtures shared with test_filter_quota.py ---------------------------------------------
-
-class Redis:
-    """A real redis-server on a free loopback port, no persistence, stopped by PID."""
-
-    def __init__(self, stack, port=None, label="redis"):
-        self.stack = stack
-        self.port = port or h.free_port()
-        self.label = label
-        self.proc = None
-
-    def start(self):
-        self.proc = self.stack.run([REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
-                                    "--save", "", "--appendonly", "no"], self.label)
-        h.wait_for(self.ping, h.scaled(10), what="redis-server on %d" % self.port)
-        return self
-
-    def stop(self):
-        if self.proc:
-            self.proc.stop()
-            self.proc = None
-
-    @property
-    def address(self):
-        return "127.0.0.1:%d" % self.port
-
-    def command(self, *args):
-        """One command on a fresh connection; the raw RESP reply."""
-        payload = "*%d\r\n" % len(args) + "".join(
-            "$%d\r\n%s\r\n" % (len(str(a).encode()), a) for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(payload.encode())
-            data = b""
-            while not data.endswith(b"\r\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            return data.decode()
-
-    def ping(self):
-        try:
-            return self.command("PING").startswith("+PONG")
-        except OSError:
-            return False
 
 
 WRK_SCRIPT = r"""
@@ -224,7 +174,7 @@ class RedisRateLimitTest(h.TurnpikeCase):
     def setUpClass(cls):
         super().setUpClass()
         s = cls.cstack
-        cls.redis = Redis(s).start()
+        cls.redis = h.Redis(s).start()
         echo = s.echo("up", threads=2)
         cls.a = redis_turnpike(s, echo, cls.redis)
         cls.b = redis_turnpike(s, echo, cls.redis)
@@ -260,7 +210,7 @@ class RedisRateLimitTest(h.TurnpikeCase):
 class RedisFailureTest(h.TurnpikeCase):
     def test_redis_down_then_back(self):
         s = self.stack
-        redis = Redis(s).start()
+        redis = h.Redis(s).start()
         echo = s.echo("up")
         tp = redis_turnpike(s, echo, redis)
         self.assertEqual(tp.get("/open").status, 200)
@@ -277,7 +227,7 @@ class RedisFailureTest(h.TurnpikeCase):
         start = time.monotonic()
         tp.get("/closed")
         self.assertLess(time.monotonic() - start, 1.0)
-        Redis(s, port=redis.port, label="redis-again").start()
+        h.Redis(s, port=redis.port, label="redis-again").start()
         h.wait_for(lambda: tp.get("/closed").status == 200, h.scaled(10),
                    what="the deny route to recover")
         self.assertEqual(tp.get("/open").status, 200)
@@ -333,21 +283,9 @@ EXPECTED = [
 ]
 
 
-class RateLimitConfigErrorsTest(unittest.TestCase):
+class RateLimitConfigErrorsTest(h.TurnpikeCase):
     def test_errors_with_file_line_column(self):
-        s = h.Stack("rl-errors")
-        try:
-            path = s.write("bad.yaml", BAD.format(admin=h.free_port(), port=h.free_port()))
-            p = subprocess.run([h.TURNPIKE_BIN, "check", "-c", path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=h.scaled(30))
-            err = p.stderr.decode()
-            self.assertEqual(p.returncode, 1, err)
-            for line, col, message in EXPECTED:
-                self.assertIn("%s:%d:%d: %s" % (path, line, col, message), err)
-            self.assertIn("%s: 6 errors; configuration rejected" % path, err)
-        finally:
-            s.stop()
-            s.remove()
+        self.assertConfigErrors(BAD, EXPECTED, count=6)
 
 
 if __name__ == "__main__":

@@ -298,24 +298,11 @@ EXPECTED_ERRORS = [
 ]
 
 
-class FilterConfigErrorsTest(unittest.TestCase):
+class FilterConfigErrorsTest(h.TurnpikeCase):
     def test_every_filter_error_has_file_line_column(self):
-        s = h.Stack("filter-errors")
-        try:
-            path = s.write("bad.yaml", BAD_FILTERS.format(admin=h.free_port(),
-                                                          port=h.free_port()))
-            p = subprocess.run([h.TURNPIKE_BIN, "check", "-c", path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=h.scaled(30))
-            err = p.stderr.decode()
-            self.assertEqual(p.returncode, 1, err)
-            for line, col, message in EXPECTED_ERRORS:
-                self.assertIn("%s:%d:%d: %s" % (path, line, col, message), err)
-            # One error per mistake: no follow-on complaints about what failed to parse.
-            self.assertIn("%s: 9 errors; configuration rejected" % path, err)
-            self.assertNotIn("warning", err)
-        finally:
-            s.stop()
-            s.remove()
+        # One error per mistake: no follow-on complaints about what failed to parse.
+        err = self.assertConfigErrors(BAD_FILTERS, EXPECTED_ERRORS, count=9)
+        self.assertNotIn("warning", err)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ client (h2client.py: hyperframe + hpack) for what libraries refuse to send.
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 import tls_certs  # noqa: E402
-from h2client import (RawH2, Closed, ContinuationFrame, DataFrame, GoAwayFrame,  # noqa: E402
+from h2client import (RawH2, ContinuationFrame, DataFrame, GoAwayFrame,  # noqa: E402
                       HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame)
 import h2client  # noqa: E402
 
