@@ -220,8 +220,10 @@ asio::awaitable<bool> ServerConnection::read_head() {
       co_await reply_error(status_for(ec), ec.message());
       co_return false;
     }
-    // Refuse an over-long request line early, before the whole header limit is buffered.
-    if (buffer_.size() > limits_.max_uri_bytes + 32) {
+    // Refuse an over-long request line early, before the whole header limit is buffered. Once
+    // the request line is parsed (and consumed), what is buffered is header fields: a long one
+    // is the header limit's business (431), not the URI's.
+    if (head_.method.empty() && buffer_.size() > limits_.max_uri_bytes + 32) {
       std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
       std::size_t eol = data.find('\n');
       if (eol == std::string_view::npos || eol > limits_.max_uri_bytes + 32) {

@@ -218,6 +218,21 @@ class Http1Test(h.TurnpikeCase):
         r = self.tp.get("/h", listener_name="strict", headers=[("X-Big", "b" * 5000)])
         self.assertEqual(r.status, 431, repr(r))
 
+    def test_long_header_field_arriving_in_pieces_is_not_a_long_uri(self):
+        # The request line is parsed first; a header field longer than max_uri_bytes that
+        # arrives over several reads is within the header limit (200) or over it (431), never
+        # a 414.
+        for size, status in ((2500, 200), (6000, 431)):
+            c = self.conn("strict")
+            try:
+                c.send(b"GET /h HTTP/1.1\r\nX-Big: " + b"b" * (size // 2))
+                time.sleep(0.1)
+                c.send(b"b" * (size - size // 2) + b"\r\nHost: a\r\nConnection: close\r\n\r\n")
+                r = c.read_response()
+                self.assertEqual(r.status, status, repr(r))
+            finally:
+                c.close()
+
     def test_too_many_headers_431(self):
         few = [("X-H%d" % i, "v") for i in range(15)]
         ok = self.tp.get("/h", listener_name="strict", headers=few)
