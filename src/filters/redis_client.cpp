@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
+#include <spdlog/spdlog.h>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -269,6 +270,10 @@ class ClientImpl final : public Client {
       freeReplyObject(raw);
       if (inflight_.empty()) return fail_connection(Failure::Protocol);  // unsolicited
       backoff_ = opt_.backoff_min;
+      if (reported_down_) {
+        reported_down_ = false;
+        spdlog::info("redis {}:{}: answering again", opt_.host, opt_.port);
+      }
       Callback done = std::move(inflight_.front().done);
       inflight_.pop_front();
       done(Result{Failure::None, std::move(reply)});
@@ -309,6 +314,12 @@ class ClientImpl final : public Client {
   }
 
   void fail_connection(Failure f) {
+    // Logged once per outage and worker, not once per reconnection attempt.
+    if (!reported_down_ && !shut_ && f != Failure::ShuttingDown) {
+      reported_down_ = true;
+      spdlog::warn("redis {}:{}: {}; filters apply their on_redis_failure policy until it answers",
+                   opt_.host, opt_.port, to_string(f));
+    }
     ++gen_;
     error_code ignored;
     sock_.close(ignored);
@@ -345,6 +356,7 @@ class ClientImpl final : public Client {
   bool writing_ = false;
   bool timer_armed_ = false;
   bool shut_ = false;
+  bool reported_down_ = false;
   redisReader* reader_ = nullptr;
   std::array<char, 16 * 1024> rbuf_{};
   Clock::time_point down_until_{};

@@ -552,6 +552,9 @@ class JwtRemoteKeysTest(JwtCase):
             self.assertEqual(self.get(t1).status, 200)
             self.assertEqual(self.get(mint("ES256", kid="k1", key=k1, sub="fresh")).status, 200)
         self.assert_rejected(self.get(mint("ES256", kid="other", key=k1)), "unknown key id")
+        log = self.tp.proc.stdout() + self.tp.proc.stderr()
+        self.assertIn("jwt: JWKS fetch from cluster 'idp' /keys/jwks.json failed: status 500; "
+                      "keeping the last good keys", log)
 
     def test_no_keys_at_all_is_503_within_the_timeout(self):
         # Nothing listens on the IdP's port.

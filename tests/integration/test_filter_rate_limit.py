@@ -231,6 +231,14 @@ class RedisFailureTest(h.TurnpikeCase):
         h.wait_for(lambda: tp.get("/closed").status == 200, h.scaled(10),
                    what="the deny route to recover")
         self.assertEqual(tp.get("/open").status, 200)
+        # The operator sees the outage and the recovery in the log, once each per worker
+        # however many requests and reconnection attempts there were.
+        log = tp.proc.stdout() + tp.proc.stderr()
+        lost = "redis 127.0.0.1:%d: redis unavailable" % redis.port
+        back = "redis 127.0.0.1:%d: answering again" % redis.port
+        self.assertIn(lost, log)
+        self.assertIn(back, log)
+        self.assertLessEqual(log.count(lost), 2, log)  # two workers
 
 
 # ---- config errors --------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 #include "filters/jwt/jwks_cache.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -151,13 +153,28 @@ void RemoteJwks::start_fetch(StreamCallbacks& cb, const Timing& t) {
 void RemoteJwks::on_fetched(FetchResult r, const Timing& t) {
   const std::int64_t now = now_ns();
   bool ok = false;
+  std::string why;
   if (r.status == 200) {
     JwksResult parsed = parse_jwks(r.body);
     if (parsed.fatal.empty() && !parsed.set.keys.empty()) {
       current_.store(std::make_shared<const KeySet>(std::move(parsed.set)));
       version_.fetch_add(1, std::memory_order_release);
       ok = true;
+    } else {
+      why = parsed.fatal.empty() ? "no usable signature key" : parsed.fatal;
     }
+  } else {
+    why = r.status == 0 ? r.error : "status " + std::to_string(r.status);
+  }
+  // Fetches are single-flight and at most one per min_refresh_interval, so this cannot flood.
+  if (!ok) {
+    spdlog::warn(
+        "jwt: JWKS fetch from cluster '{}' {} failed: {}; {}", source_.cluster, source_.path, why,
+        version_.load() == 0 ? "no keys yet: tokens get 503" : "keeping the last good keys");
+    failing_.store(true, std::memory_order_relaxed);
+  } else if (failing_.exchange(false, std::memory_order_relaxed)) {
+    spdlog::info("jwt: JWKS fetch from cluster '{}' {} succeeded again", source_.cluster,
+                 source_.path);
   }
   if (ok) {
     milliseconds next = t.refresh_interval;

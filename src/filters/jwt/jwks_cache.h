@@ -91,6 +91,7 @@ class RemoteJwks : public std::enable_shared_from_this<RemoteJwks> {
   std::atomic<std::shared_ptr<const KeySet>> current_;
   std::atomic<std::uint64_t> version_{0};
   std::atomic<bool> fetching_{false};
+  std::atomic<bool> failing_{false};  // the last fetch failed (logged once until one succeeds)
   std::atomic<std::int64_t> fetch_started_ns_{0};  // the last fetch's start (0: never)
   std::atomic<std::int64_t> next_refresh_ns_{0};
   std::atomic<std::uint64_t> completed_{0};
