@@ -159,6 +159,8 @@ void AccessLogBuffer::append(const AccessRecord& r) {
   append_ms(o, r.duration_ms);
   o += ",\"route\":";
   append_json_string_or_null(o, r.route);
+  o += ",\"consumer\":";
+  append_json_string_or_null(o, r.consumer);
   o += ",\"cluster\":";
   append_json_string_or_null(o, r.cluster);
   o += ",\"upstream\":";

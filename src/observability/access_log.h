@@ -25,6 +25,7 @@ struct AccessRecord {
   std::string_view route;
   std::string_view cluster;
   std::string_view upstream;
+  std::string_view consumer;  // the authenticated consumer, or empty
   int status = 0;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;

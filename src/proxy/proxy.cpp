@@ -711,6 +711,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
   r.route = x.route;
   r.cluster = x.cluster;
   r.upstream = x.upstream;
+  if (filter_run) r.consumer = filter_run->ctx.consumer;
   r.status = x.status;
   r.bytes_in = s.bytes_received();
   r.bytes_out = s.bytes_sent();

@@ -132,8 +132,9 @@ class AuthTest(h.TurnpikeCase):
         lst = h.listener("public", cls.port)
         h2 = h.listener("h2", cls.h2port)
         h2["protocols"] = ["http1", "h2c"]
+        cls.access_log = s.path("access.log")
         cfg = h.config(admin, [lst, h2], [h.cluster("up", cls.echo)], routes,
-                       consumers=consumers, filters=filters)
+                       consumers=consumers, filters=filters, access_log=cls.access_log)
         cls.tp = s.turnpike(cfg)
 
     def get(self, path, headers=(), **kw):
@@ -149,6 +150,25 @@ class AuthTest(h.TurnpikeCase):
         self.assertEqual(seen["headers"]["x-other"], "kept")
         self.assertEqual(seen["headers"]["x-consumer"], "acme")
         self.assertEqual(seen["query"], "x=1")
+
+    def test_access_log_names_the_consumer(self):
+        self.assertEqual(self.get("/key", headers=[("x-api-key", BETA_KEY),
+                                                   ("X-Request-Id", "who-1")]).status, 200)
+        self.assertEqual(self.get("/key", headers=[("x-api-key", "nope"),
+                                                   ("X-Request-Id", "who-2")]).status, 401)
+
+        def entries():
+            try:
+                with open(self.access_log) as f:
+                    lines = [json.loads(line) for line in f if line.strip()]
+            except FileNotFoundError:
+                return None
+            got = {e["request_id"]: e for e in lines if e["request_id"] in ("who-1", "who-2")}
+            return got if len(got) == 2 else None
+
+        got = h.wait_for(entries, h.scaled(5), what="two access log lines")
+        self.assertEqual(got["who-1"]["consumer"], "beta")
+        self.assertIsNone(got["who-2"]["consumer"])
 
     def test_sha256_stored_key(self):
         r = self.get("/key", headers=[("x-api-key", BETA_KEY)])

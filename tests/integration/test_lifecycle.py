@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 ACCESS_LOG_FIELDS = ("ts", "request_id", "client", "method", "path", "status", "bytes_in",
-                     "bytes_out", "duration_ms", "route", "cluster", "upstream", "upstream_ms")
+                     "bytes_out", "duration_ms", "route", "consumer", "cluster", "upstream",
+                     "upstream_ms")
 
 # Line numbers matter: the expected messages below point into this text.
 INVALID_CONFIG = """\
