@@ -25,9 +25,26 @@ Status ActiveChain::run_request(http::RequestHead& req, StreamCallbacks& cb) {
   return Status::Continue;
 }
 
-void ActiveChain::run_response(http::ResponseHead& resp, StreamCallbacks& cb) {
-  for (std::size_t i = next_; i-- > 0;)
-    filters_[i]->on_response_headers(resp, cb);
+Status ActiveChain::run_response(http::ResponseHead& resp, StreamCallbacks& cb) {
+  if (!responding_) {
+    responding_ = true;
+    resp_next_ = next_;
+  }
+  while (resp_next_ > 0) {
+    Filter& f = *filters_[--resp_next_];
+    if (f.on_response_headers(resp, cb) == Status::Stop) return Status::Stop;
+  }
+  return Status::Continue;
+}
+
+void ActiveChain::cancel_suspended() noexcept {
+  if (responding_) {
+    // run_response already moved past the suspended filter (at resp_next_).
+    if (resp_next_ < filters_.size()) filters_[resp_next_]->on_destroy();
+  } else if (next_ > 0) {
+    filters_[next_ - 1]->on_destroy();
+    --next_;
+  }
 }
 
 void ActiveChain::complete(const http::ResponseHead& resp) noexcept {

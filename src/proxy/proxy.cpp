@@ -1,6 +1,7 @@
 #include "proxy/proxy.h"
 
 #include <chrono>
+#include <limits>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -35,8 +36,12 @@ bool valid_request_id(std::string_view v) {
   return true;
 }
 
+// Listener filters run before routing, so no route's timeout bounds their suspensions.
+constexpr std::chrono::milliseconds kListenerFilterTimeout{15'000};
+
 // State of one request, for the answer and the log line. Registered with its snapshot, so the
 // worker can close it when its generation has to go.
+
 struct Exchange final : PinnedStream, http::StreamObserver {
   Exchange(http::ServerStream& stream, http::RequestHead& request) : s(stream), req(request) {
     s.set_observer(this);
@@ -69,6 +74,7 @@ struct Exchange final : PinnedStream, http::StreamObserver {
   bool client_gone = false;
   std::string grpc_error;               // the message of a gateway error, for gRPC clients
   struct FilterRun* filters = nullptr;  // the request's filter chain, when it has one
+  std::chrono::milliseconds filter_timeout = kListenerFilterTimeout;  // for suspended filters
 };
 
 // The filter chain's view of the stream. A filter that suspends (Status::Stop) later calls
@@ -78,8 +84,8 @@ class ChainCallbacks final : public filters::StreamCallbacks {
   ChainCallbacks(const asio::any_io_executor& ex, filters::RequestContext& ctx, unsigned worker,
                  filters::Upstreams& up)
       : event_(ex), ctx_(ctx), up_(up), worker_(worker) {}
-  // The first answer wins: a filter whose I/O completes after the chain timed out (504) must not
-  // touch the reply that is being sent.
+  // The first answer of a phase wins. (A filter that timed out was told to drop its work, so it
+  // does not call back; this also keeps a misbehaving one from touching a reply being sent.)
   void resume() override {
     if (replied) return;
     resumed_ = true;
@@ -111,6 +117,12 @@ class ChainCallbacks final : public filters::StreamCallbacks {
     co_return woken;
   }
 
+  /// A new phase (the response phase after the request phase) may answer again.
+  void begin_phase() noexcept {
+    replied = false;
+    resumed_ = false;
+  }
+
   filters::LocalReply reply;
   bool replied = false;
 
@@ -131,17 +143,28 @@ struct FilterRun {
   filters::RequestContext ctx;
   ChainCallbacks callbacks;
 
-  /// The response phase, for any response: upstream or local.
-  void respond(http::ResponseHead& head) {
-    chain.run_response(head, callbacks);
+  /// The response phase, for any response: upstream or local. True when a filter answered
+  /// instead, or did not finish within `timeout` (504): the answer is in callbacks.reply and
+  /// the caller sends it rather than `head`.
+  asio::awaitable<bool> respond(http::ResponseHead& head, std::chrono::milliseconds timeout) {
+    callbacks.begin_phase();
+    while (chain.run_response(head, callbacks) == filters::Status::Stop) {
+      if (callbacks.replied) co_return true;
+      if (!co_await callbacks.wait(timeout)) {
+        chain.cancel_suspended();
+        callbacks.send_local_reply({504, "filter timed out", {}});
+        co_return true;
+      }
+      if (callbacks.replied) co_return true;
+    }
     for (const auto& [name, value] : ctx.response_headers)
       head.headers.add(name, value);
+    co_return false;
   }
 };
 
 // Once a chain (a listener's, a route's) starts, it shares the time budget of `timeout`
 // across suspensions.
-constexpr std::chrono::milliseconds kListenerFilterTimeout{15'000};
 
 std::string json_error(std::string_view error, std::string_view request_id);
 
@@ -153,8 +176,9 @@ asio::awaitable<bool> run_request_filters(FilterRun& run, http::RequestHead& req
   while (!cb.replied && run.chain.run_request(req, cb) == filters::Status::Stop) {
     if (cb.replied) break;
     if (!co_await cb.wait(timeout)) {
+      run.chain.cancel_suspended();
       cb.send_local_reply({504, "filter timed out", {}});
-      break;
+      co_return true;
     }
   }
   if (cb.replied) run.chain.mark_replied();
@@ -204,6 +228,8 @@ void grpc_head(http::ResponseHead& head, int status, std::string_view message) {
   head.has_body = false;
 }
 
+asio::awaitable<void> filter_reply(Exchange& x, filters::LocalReply r);
+
 asio::awaitable<void> local_reply(
     Exchange& x, int status, std::string_view content_type, std::string_view body,
     const std::vector<std::pair<std::string, std::string>>& extra = {}) {
@@ -228,7 +254,11 @@ asio::awaitable<void> local_reply(
   }
   for (const auto& [k, v] : extra)
     head.headers.add(k, v);
-  if (x.filters) x.filters->respond(head);
+  if (x.filters && co_await x.filters->respond(head, x.filter_timeout)) {
+    // A response phase answered instead; its answer meets only the filters before that one.
+    co_await filter_reply(x, x.filters->callbacks.reply);
+    co_return;
+  }
   head.headers.add("X-Request-Id", x.request_id);
   co_await x.s.send_response(head, body, true);
 }
@@ -240,8 +270,8 @@ asio::awaitable<void> error_reply(Exchange& x, int status, std::string_view erro
   co_await local_reply(x, status, "application/json", body, extra);
 }
 
-// A filter's own answer.
-asio::awaitable<void> filter_reply(Exchange& x, const filters::LocalReply& r) {
+// A filter's own answer. By value: a later response phase may overwrite the callbacks' reply.
+asio::awaitable<void> filter_reply(Exchange& x, filters::LocalReply r) {
   if (r.status >= 400 || !r.error.empty()) {
     co_await error_reply(
         x, r.status, r.error.empty() ? http::reason_phrase(r.status) : std::string_view(r.error),
@@ -439,6 +469,7 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
   if (!answered) {
     x.route = route->name();
     const config::Route& rc = *route->config;
+    x.filter_timeout = rc.timeout;
     // Route filters, request phase. An empty chain costs nothing here.
     if (const filters::FilterChain& chain = snap->route_filters[route->index]; !chain.empty()) {
       if (!filter_run) start_filters();
@@ -626,7 +657,14 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
 
           // Response: head plus whatever body is already buffered in one write.
           x.status = resp.status;
-          if (filter_run) filter_run->respond(resp);
+          if (filter_run && co_await filter_run->respond(resp, rc.timeout)) {
+            // A response phase answered instead: the upstream's body is not wanted.
+            conn->close();
+            conn.reset();
+            x.upstream_ms = ms_since(up_start);
+            co_await filter_reply(x, filter_run->callbacks.reply);
+            break;
+          }
           resp.headers.set("X-Request-Id", x.request_id);
           if (!resp.headers.has("date")) resp.headers.add("Date", http::http_date_now());
           if (upgrade && resp.status == 101) {
@@ -656,6 +694,17 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
             co_await error_reply(x, 502, "invalid upstream response");
             break;
           }
+          // A response body limit (request_size's max_response_body_bytes): checked on what
+          // is already buffered before the head goes out, then while the body streams.
+          const std::uint64_t resp_limit = filter_run && filter_run->ctx.max_response_body_bytes
+                                               ? *filter_run->ctx.max_response_body_bytes
+                                               : std::numeric_limits<std::uint64_t>::max();
+          std::uint64_t resp_bytes = chunk.bytes;
+          if (resp_bytes > resp_limit) {
+            conn->close();
+            co_await error_reply(x, 502, "upstream response too large");
+            break;
+          }
           // Trailers (gRPC's grpc-status) end the response after the last body bytes.
           const http::HeaderMap* trailers = done ? conn->trailers() : nullptr;
           error_code wec =
@@ -670,6 +719,12 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
             if (r.ec) {
               // Too late for an error status: abort the downstream side so the client sees an
               // incomplete response rather than a truncated one that looks whole.
+              conn->close();
+              s.reset();
+              break;
+            }
+            resp_bytes += r.bytes;
+            if (resp_bytes > resp_limit) {  // too late for a status: cut the response off
               conn->close();
               s.reset();
               break;

@@ -65,6 +65,8 @@ class FiltersTest(h.TurnpikeCase):
                                      "replace": "/users/\\2/\\1"}},
             "allow-local": {"type": "ip_filter", "allow": ["127.0.0.1/32"]},
             "only-ten": {"type": "ip_filter", "allow": ["10.0.0.0/8"]},
+            "cap10k": {"type": "request_size", "max_response_body_bytes": "10000"},
+            "cap100k": {"type": "request_size", "max_response_body_bytes": "100000"},
         }
         routes = [
             {"name": "tagged", "match": {"path_prefix": "/tagged"}, "filters": ["tag"],
@@ -77,6 +79,10 @@ class FiltersTest(h.TurnpikeCase):
             {"name": "local", "match": {"path_prefix": "/local"}, "filters": ["allow-local"],
              "backend": "up"},
             {"name": "ten", "match": {"path_prefix": "/ten"}, "filters": ["only-ten"],
+             "backend": "up"},
+            {"name": "capped-big", "match": {"path_prefix": "/bytes", "headers": {"x-cap": "big"}},
+             "filters": ["tag", "cap100k"], "backend": "up"},
+            {"name": "capped", "match": {"path_prefix": "/bytes"}, "filters": ["tag", "cap10k"],
              "backend": "up"},
             {"name": "plain", "match": {"path_prefix": "/plain"}, "backend": "up"},
         ]
@@ -135,6 +141,34 @@ class FiltersTest(h.TurnpikeCase):
         head, _, body = p.stdout.partition(b"\r\n\r\n")
         self.assertIn(b" 413 ", head.split(b"\r\n")[0], p.stdout[:300])
         self.assertEqual(json.loads(body)["error"], "request body too large")
+
+    def test_response_body_limit_by_content_length_is_a_response_phase_answer(self):
+        ok = self.get("/bytes/5000")
+        self.assertEqual((ok.status, len(ok.body)), (200, 5000), ok)
+        r = self.get("/bytes/20000")
+        assert_json_error(self, r, 502, "upstream response too large")
+        # The answer replaced the upstream's in request_size's response phase, and went on
+        # through the response phase of the filter before it (tag).
+        self.assertEqual(r.header("x-served-by"), "turnpike")
+        # The same over HTTP/2.
+        p = h.curl("-sS", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+                   "http://127.0.0.1:%d/bytes/20000" % self.h2port)
+        self.assertEqual(p.stdout, b"502", p.stderr)
+
+    def test_response_body_limit_while_streaming_cuts_the_response_off(self):
+        # No Content-Length: the body is counted as it streams; past the limit the response
+        # (already started) is cut off, so the client sees it incomplete, never whole.
+        url = "http://127.0.0.1:%d/bytes/1000000?chunked=1" % self.port
+        p = h.curl("-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                   "-H", "X-Cap: big", url)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        status, size = p.stdout.decode().split()
+        self.assertEqual(status, "200")
+        self.assertLessEqual(int(size), 100000 + 65536)
+        # Under the limit the same kind of response passes whole.
+        p = h.curl("-sS", "-o", "/dev/null", "-w", "%{size_download}", "-H", "X-Cap: big",
+                   "http://127.0.0.1:%d/bytes/90000?chunked=1" % self.port)
+        self.assertEqual((p.returncode, p.stdout), (0, b"90000"), p.stderr)
 
     def test_too_many_headers(self):
         hdrs = [("X-H%d" % i, "v") for i in range(25)]

@@ -21,10 +21,11 @@ class io_context;
 
 namespace turnpike::filters {
 
-/// What a filter phase decided.
+/// What a filter phase decided. Both phases may continue, answer locally (send_local_reply(),
+/// then Stop) or suspend (Stop, then later resume() or send_local_reply()).
 enum class Status : std::uint8_t {
   Continue,  // run the next filter
-  Stop,      // suspended: the filter later calls StreamCallbacks::resume() or send_local_reply()
+  Stop,      // answered locally, or suspended until StreamCallbacks::resume()/send_local_reply()
 };
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
@@ -56,6 +57,9 @@ struct RequestContext {
   HeaderList response_headers;
   /// The request body may not exceed this (413 while streaming); unset: the listener's limit.
   std::optional<std::uint64_t> max_body_bytes;
+  /// The upstream's response body may not exceed this: a response that grows past it while
+  /// streaming is cut off (the client sees an incomplete response). Unset: no limit.
+  std::optional<std::uint64_t> max_response_body_bytes;
 
   const std::string* claim(std::string_view name) const noexcept {
     for (const auto& [k, v] : claims)
@@ -101,8 +105,11 @@ class StreamCallbacks {
  public:
   /// Resumes a chain suspended by Status::Stop. May run the rest of the chain inline.
   virtual void resume() = 0;
-  /// Ends the request phase with a local answer; later filters do not run. Call it from a
-  /// request phase (then return Stop) or, after a suspension, instead of resume().
+  /// Answers locally; later filters of the phase do not run. From a request phase: the answer
+  /// instead of proxying. From a response phase (before the response is sent): the answer
+  /// replaces the response (the upstream's body is dropped), and goes through the response
+  /// phases of the filters before this one. Call it from a phase (then return Stop) or, after
+  /// a suspension, instead of resume().
   virtual void send_local_reply(LocalReply reply) = 0;
   virtual RequestContext& context() = 0;
   /// The worker's event loop, for filters that wait on I/O (Redis, a JWKS fetch).
@@ -127,7 +134,8 @@ class Filter {
   }
   /// Logging phase: exactly once per request, whatever happened.
   virtual void on_complete(const http::ResponseHead&) noexcept {}
-  /// The stream is going away: cancel pending asynchronous work.
+  /// The stream is going away, or the filter's suspension outlived the deadline: cancel pending
+  /// asynchronous work; the filter must not call back afterwards. May be called more than once.
   virtual void on_destroy() noexcept {}
 };
 
@@ -162,19 +170,27 @@ class ActiveChain {
   Status run_request(http::RequestHead& req, StreamCallbacks& cb);
   /// Adds filters after the ones already there (the route's after the listener's).
   void append(const FilterChain& chain);
-  /// Response phases in reverse order over the filters whose request phase ran to completion
-  /// (a filter that answered locally has already shaped its answer).
-  void run_response(http::ResponseHead& resp, StreamCallbacks& cb);
-  /// A filter answered locally: the one that did is excluded from the response phase.
+  /// Response phases, in reverse order, over the filters whose request phase ran to completion
+  /// (a filter that answered locally has already shaped its answer), from the current
+  /// position. Returns Stop when a filter suspended (call again after resume()) or answered
+  /// locally; the filters after it in this order then see the local answer, through another
+  /// call, while it and the ones before it are done.
+  Status run_response(http::ResponseHead& resp, StreamCallbacks& cb);
+  /// A filter answered locally in the request phase: it is excluded from the response phase.
   void mark_replied() noexcept {
-    if (next_ > 0) --next_;
+    if (next_ > 0 && !responding_) --next_;
   }
+  /// The filter that suspended did not finish in time: it is told to drop its pending work
+  /// (on_destroy(), so it never calls back) and is excluded from the response phase.
+  void cancel_suspended() noexcept;
   void complete(const http::ResponseHead& resp) noexcept;
   bool empty() const noexcept { return filters_.empty(); }
 
  private:
   std::vector<std::unique_ptr<Filter>> filters_;
-  std::size_t next_ = 0;
+  std::size_t next_ = 0;       // request phase: the next filter to run
+  std::size_t resp_next_ = 0;  // response phase: filters [0, resp_next_) are still to run
+  bool responding_ = false;
 };
 
 }  // namespace turnpike::filters
