@@ -7,6 +7,7 @@ file:line:column.
 
 import os
 import re
+import socket
 import sys
 import time
 import unittest
@@ -239,6 +240,38 @@ class RedisFailureTest(h.TurnpikeCase):
         self.assertIn(lost, log)
         self.assertIn(back, log)
         self.assertLessEqual(log.count(lost), 2, log)  # two workers
+
+
+class RedisSilentTest(h.TurnpikeCase):
+    def test_route_deadline_before_the_redis_deadline(self):
+        # A "Redis" that accepts connections and never answers; the route's deadline (300 ms)
+        # comes before Redis's (2 s): 504 at the route deadline, and the Redis reply that
+        # never comes (its timeout, 2 s later) changes nothing: the daemon keeps serving.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        try:
+            s = self.stack
+            echo = s.echo("up")
+            routes = [{"name": "closed", "match": {"path_prefix": "/closed"},
+                       "filters": ["closed"], "backend": "up", "timeout": "300ms"},
+                      {"name": "plain", "match": {"path_prefix": "/plain"}, "backend": "up"}]
+            cfg = h.config(h.free_port(), [h.listener("main", h.free_port())],
+                           [h.cluster("up", echo)], routes, workers=1, filters=redis_filters(),
+                           redis={"address": "127.0.0.1:%d" % silent.getsockname()[1],
+                                  "timeout": "2s", "connect_timeout": "1s"})
+            tp = s.turnpike(cfg)
+            for _ in range(3):
+                start = time.monotonic()
+                r = tp.get("/closed")
+                self.assertEqual(r.status, 504, r)
+                self.assertEqual(r.json()["error"], "filter timed out")
+                self.assertLess(time.monotonic() - start, 1.5)
+            time.sleep(2.5)  # the Redis commands time out now, with nobody waiting
+            self.assertEqual(tp.get("/plain").status, 200)
+            self.assertIsNone(tp.proc.poll())
+        finally:
+            silent.close()
 
 
 # ---- config errors --------------------------------------------------------------------------
