@@ -751,6 +751,25 @@ def curl(*args, timeout=30, input_bytes=None, stdin=None):
                           stderr=subprocess.PIPE, timeout=timeout + 10)
 
 
+def assert_json_error(case, r, status, error=None, challenge=None):
+    """A filter's (or Turnpike's) error answer as a client sees it: the status, a JSON body of
+    exactly {"error", "request_id"} with the response's X-Request-Id, and with `challenge` the
+    WWW-Authenticate header (none on a 403)."""
+    case.assertEqual(r.status, status, r)
+    case.assertEqual(r.header("content-type"), "application/json", r)
+    body = r.json()
+    case.assertEqual(set(body), {"error", "request_id"}, body)
+    case.assertTrue(body["request_id"])
+    case.assertEqual(body["request_id"], r.header("x-request-id"))
+    if error is not None:
+        case.assertEqual(body["error"], error)
+    if challenge is not None:
+        case.assertEqual(r.header("www-authenticate"), challenge, r)
+    elif status == 403:
+        case.assertIsNone(r.header("www-authenticate"), r)
+    return body
+
+
 # ---------------------------------------------------------------------------------------------
 # Test case base
 

@@ -50,20 +50,7 @@ def basic(user, pw):
     return "Basic " + base64.b64encode(("%s:%s" % (user, pw)).encode()).decode()
 
 
-def assert_json_error(case, r, status, error=None, challenge=None):
-    case.assertEqual(r.status, status, r)
-    case.assertEqual(r.header("content-type"), "application/json", r)
-    body = r.json()
-    case.assertEqual(set(body), {"error", "request_id"}, body)
-    case.assertTrue(body["request_id"])
-    case.assertEqual(body["request_id"], r.header("x-request-id"))
-    if error is not None:
-        case.assertEqual(body["error"], error)
-    if challenge is not None:
-        case.assertEqual(r.header("www-authenticate"), challenge, r)
-    elif status == 403:
-        case.assertIsNone(r.header("www-authenticate"), r)
-    return body
+assert_json_error = h.assert_json_error
 
 
 class AuthTest(h.TurnpikeCase):

@@ -17,15 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 
-def assert_json_error(case, r, status, error=None):
-    case.assertEqual(r.status, status, r)
-    case.assertEqual(r.header("content-type"), "application/json", r)
-    body = r.json()
-    case.assertEqual(set(body), {"error", "request_id"}, body)
-    case.assertEqual(body["request_id"], r.header("x-request-id"))
-    if error is not None:
-        case.assertEqual(body["error"], error)
-    return body
+assert_json_error = h.assert_json_error
 
 
 class FiltersTest(h.TurnpikeCase):

@@ -10,54 +10,16 @@
 #include <string>
 #include <vector>
 
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include "turnpike/config/config.h"
 #include "turnpike/filters/registry.h"
+#include "unit/filters/recording_callbacks.h"
 
 namespace turnpike::filters {
 namespace {
 
-class TestCallbacks final : public StreamCallbacks {
- public:
-  void resume() override { resumed = true; }
-  void send_local_reply(LocalReply r) override {
-    reply = std::move(r);
-    replied = true;
-  }
-  RequestContext& context() override { return ctx; }
-  boost::asio::io_context& io_context() override { return io_; }
-  unsigned worker_index() const override { return worker; }
-  Upstreams& upstreams() override { return up_; }
-
-  RequestContext ctx;
-  LocalReply reply;
-  bool replied = false;
-  bool resumed = false;
-  unsigned worker = 0;
-
-  /// Runs `f`'s request phase to its end, waiting on this io_context while it is suspended
-  /// (basic_auth checks passwords on a pool): Continue when the request may go on.
-  Status settle(Filter& f, http::RequestHead& req) {
-    if (f.on_request_headers(req, *this) == Status::Continue) return Status::Continue;
-    const auto guard = boost::asio::make_work_guard(io_);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!replied && !resumed && std::chrono::steady_clock::now() < deadline)
-      io_.run_one_for(std::chrono::milliseconds(50));
-    EXPECT_TRUE(replied || resumed) << "the filter never finished";
-    return resumed && !replied ? Status::Continue : Status::Stop;
-  }
-
- private:
-  boost::asio::io_context io_;
-  struct NoUpstreams final : Upstreams {
-    void fetch(std::string_view, std::string, std::string, std::chrono::milliseconds, std::size_t,
-               std::function<void(FetchResult)> done) override {
-      done({0, "no upstreams in unit tests", {}, {}});
-    }
-  } up_;
-};
+using TestCallbacks = test_support::RecordingCallbacks;
 
 std::string sha512_crypt(const char* pw) {
   crypt_data data{};

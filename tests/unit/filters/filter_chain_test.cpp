@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "turnpike/filters/filter.h"
+#include "unit/filters/recording_callbacks.h"
 
 namespace turnpike::filters {
 namespace {
@@ -52,25 +53,7 @@ class RecordingConfig final : public FilterConfig {
   bool stop_;
 };
 
-class NullCallbacks final : public StreamCallbacks {
- public:
-  void resume() override {}
-  void send_local_reply(LocalReply) override {}
-  RequestContext& context() override { return ctx_; }
-  boost::asio::io_context& io_context() override { return io_; }
-  unsigned worker_index() const override { return 0; }
-  Upstreams& upstreams() override { return up_; }
-
- private:
-  RequestContext ctx_;
-  boost::asio::io_context io_;
-  struct NoUpstreams final : Upstreams {
-    void fetch(std::string_view, std::string, std::string, std::chrono::milliseconds, std::size_t,
-               std::function<void(FetchResult)> done) override {
-      done({0, "no upstreams in unit tests", {}, {}});
-    }
-  } up_;
-};
+using NullCallbacks = test_support::RecordingCallbacks;
 
 TEST(FilterChain, RequestInOrderResponseInReverse) {
   Trace t;

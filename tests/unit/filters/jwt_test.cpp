@@ -27,6 +27,7 @@
 #include "filters/jwt/verify.h"
 #include "turnpike/config/config.h"
 #include "turnpike/filters/registry.h"
+#include "unit/filters/recording_callbacks.h"
 
 namespace turnpike::filters {
 namespace {
@@ -494,29 +495,7 @@ class FakeUpstreams final : public Upstreams {
   std::vector<std::function<void(FetchResult)>> pending;
 };
 
-class TestCallbacks final : public StreamCallbacks {
- public:
-  TestCallbacks(boost::asio::io_context& io, FakeUpstreams& up) : io_(io), up_(up) {}
-  void resume() override { ++resumed; }
-  void send_local_reply(LocalReply r) override {
-    reply = std::move(r);
-    replied = true;
-  }
-  RequestContext& context() override { return ctx; }
-  boost::asio::io_context& io_context() override { return io_; }
-  unsigned worker_index() const override { return worker; }
-  Upstreams& upstreams() override { return up_; }
-
-  RequestContext ctx;
-  LocalReply reply;
-  bool replied = false;
-  int resumed = 0;
-  unsigned worker = 0;
-
- private:
-  boost::asio::io_context& io_;
-  FakeUpstreams& up_;
-};
+using TestCallbacks = test_support::RecordingCallbacks;
 
 class JwtFilterTest : public ::testing::Test {
  protected:
