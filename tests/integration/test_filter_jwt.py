@@ -452,6 +452,32 @@ class JwtRemoteKeysTest(JwtCase):
     def get(self, token):
         return self.tp.get("/x", headers=bearer(token))
 
+    def test_instances_with_one_jwks_source_share_its_cache(self):
+        k1 = ec.generate_private_key(ec.SECP256R1())
+        idp = self.idp(("k1", k1))
+        s = self.stack
+        echo = s.echo("up")
+        port, admin = h.free_port(), h.free_port()
+        jwks = {"cluster": "idp", "path": "/keys/jwks.json", "timeout": "1s",
+                "min_refresh_interval": "1h", "refresh_interval": "2h"}
+        filters = {"a": {"type": "jwt", "jwks": jwks, "issuer": ISSUER},
+                   "b": {"type": "jwt", "jwks": dict(jwks), "issuer": ISSUER,
+                         "realm": "other"}}
+        routes = [{"name": n, "match": {"path_prefix": "/" + n}, "filters": [n],
+                   "backend": "up"} for n in ("a", "b")]
+        self.tp = s.turnpike(h.config(admin, [h.listener("main", port)],
+                                      [h.cluster("up", echo), h.cluster("idp", idp.addr)],
+                                      routes, filters=filters, workers=1))
+        t = mint("ES256", kid="k1", key=k1)
+        self.assertEqual(self.tp.get("/a", headers=bearer(t)).status, 200)
+        self.assertEqual(self.tp.get("/b", headers=bearer(t)).status, 200)
+        self.assertEqual(idp.count(), 1)  # b used the keys a's request fetched
+        # A forged kid on the other instance: within min_refresh_interval of the fetch, no
+        # new one.
+        r = self.tp.get("/b", headers=bearer(mint("ES256", kid="forged", key=k1)))
+        self.assertEqual(r.status, 401, r)
+        self.assertEqual(idp.count(), 1)
+
     def test_fetch_rotation_on_unknown_kid_and_forged_kid_burst(self):
         k1 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         k2 = ec.generate_private_key(ec.SECP384R1())

@@ -1,4 +1,4 @@
-// What the authentication filters (api_key, basic_auth) share: SHA-256 digests of credentials
+// What the authentication filters (api_key, basic_auth, jwt) share: SHA-256 digests of credentials
 // and the `realm:` and `consumers:` settings that restrict a filter to some consumers.
 #pragma once
 

@@ -15,6 +15,7 @@
 #include "filters/jwt/jwks_cache.h"
 #include "filters/jwt/token_cache.h"
 #include "filters/jwt/verify.h"
+#include "turnpike/filters/credentials.h"
 #include "turnpike/filters/registry.h"
 
 namespace turnpike::filters {
@@ -271,14 +272,7 @@ std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const con
     s->rules.groups_claim = r.string(*n).value_or(std::string());
   if (const auto* n = m->get("forward_token")) s->forward_token = r.boolean(*n).value_or(true);
   if (const auto* n = m->get("optional")) s->optional = r.boolean(*n).value_or(false);
-  if (const auto* n = m->get("realm")) {
-    if (const auto v = r.string(*n)) {
-      if (v->find_first_of("\"\\\r\n") != std::string::npos)
-        r.error(*n, "a realm cannot contain '\"', '\\', CR or LF");
-      else
-        s->realm = *v;
-    }
-  }
+  if (const auto* n = m->get("realm")) read_realm(r, *n, s->realm);
   if (const auto* n = m->get("cache_entries")) {
     if (const auto v = r.integer(*n, 0, 1'000'000)) s->cache_entries = static_cast<std::size_t>(*v);
   }
@@ -566,9 +560,11 @@ std::shared_ptr<const FilterConfig> build(const config::FilterSettings&, BuildCo
   auto s = std::static_pointer_cast<const Settings>(ctx.instance.settings);
   std::shared_ptr<jwt::RemoteJwks> remote;
   if (s->remote) {
-    // Same instance, same source: the same cache across reloads (its keys, its rate limit).
-    const std::string key = "jwt/jwks/" + ctx.instance.name + "/" + s->remote->cluster + "/" +
-                            s->remote->host + "/" + s->remote->path;
+    // One cache per source, whatever instances use it and across reloads: its keys, its one
+    // fetch in flight and its unknown-kid rate limit are the identity provider's, not an
+    // instance's.
+    const std::string key =
+        "jwt/jwks/" + s->remote->cluster + "/" + s->remote->host + "/" + s->remote->path;
     remote = ctx.state.get<jwt::RemoteJwks>(
         key, [&] { return std::make_shared<jwt::RemoteJwks>(*s->remote); });
   }
