@@ -22,6 +22,8 @@ Turnpike is running on http://127.0.0.1:8080 (admin on 127.0.0.1:9901). Try:
   curl -i -X POST -d '{"name":"ada"}' http://127.0.0.1:8080/users
   curl -i http://127.0.0.1:8080/orders/42
   curl -i http://127.0.0.1:8080/healthz
+  curl -i -H 'x-api-key: demo-key' http://127.0.0.1:8080/account     # 401 without the key
+  for i in $(seq 15); do curl -s -o /dev/null -w '%{http_code} ' -H 'x-api-key: demo-key' http://127.0.0.1:8080/account; done; echo   # 429s past the burst
   curl -i http://127.0.0.1:8080/old/page
   curl -i http://127.0.0.1:8080/nowhere
   curl -s 'http://127.0.0.1:9901/explain?method=GET&path=/users/7' 

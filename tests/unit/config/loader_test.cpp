@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -321,44 +322,6 @@ TEST(ToJson, RoundTrips) {
   const auto second = load_string(j.dump(2), "effective.json");
   ASSERT_TRUE(second.config.has_value()) << joined(error_lines(second)) << j.dump(2);
   EXPECT_EQ(to_json(*second.config), j);
-}
-
-}  // namespace
-}  // namespace turnpike::config
-
-namespace turnpike::config {
-namespace {
-
-using testing::error_lines;
-using testing::joined;
-
-// The shipped examples must stay valid and warning-free.
-class ExampleConfig : public ::testing::TestWithParam<const char*> {};
-
-TEST_P(ExampleConfig, LoadsCleanly) {
-  const auto r = load_file(std::string(TP_TEST_SOURCE_DIR) + "/../config/" + GetParam());
-  EXPECT_TRUE(r.errors.empty()) << joined(error_lines(r));
-  EXPECT_TRUE(r.warnings.empty()) << joined(testing::warning_lines(r));
-  EXPECT_TRUE(r.config.has_value());
-}
-
-INSTANTIATE_TEST_SUITE_P(Examples, ExampleConfig, ::testing::Values("demo.yaml", "turnpike.yaml"),
-                         [](const auto& p) {
-                           return std::string(p.param).substr(0, std::string(p.param).find('.'));
-                         });
-
-TEST(DemoConfig, HasTheDocumentedShape) {
-  const auto r = load_file(std::string(TP_TEST_SOURCE_DIR) + "/../config/demo.yaml");
-  ASSERT_TRUE(r.config.has_value());
-  const Config& c = *r.config;
-  EXPECT_EQ(c.admin.listen, "127.0.0.1:9901");
-  ASSERT_EQ(c.listeners.size(), 1U);
-  EXPECT_EQ(c.listeners[0].name, "public");
-  EXPECT_EQ(c.listeners[0].listen, "0.0.0.0:8080");
-  ASSERT_NE(c.find_cluster("users"), nullptr);
-  EXPECT_EQ(c.find_cluster("users")->endpoints.size(), 2U);
-  ASSERT_NE(c.find_cluster("orders"), nullptr);
-  EXPECT_EQ(c.access_log.path, "stdout");
 }
 
 }  // namespace
