@@ -45,6 +45,13 @@ def jwk_of(public_key, kid):
     else:
         text = jwt.algorithms.OKPAlgorithm.to_jwk(public_key)
     d = json.loads(text) if isinstance(text, str) else dict(text)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        # Full-length coordinates (RFC 7518 6.2.1.2); Debian's PyJWT 2.6 drops leading zero
+        # bytes, which Turnpike accepts too (see the unit tests), but keep the keys canonical.
+        size = (public_key.curve.key_size + 7) // 8
+        nums = public_key.public_numbers()
+        for name, value in (("x", nums.x), ("y", nums.y)):
+            d[name] = base64.urlsafe_b64encode(value.to_bytes(size, "big")).rstrip(b"=").decode()
     d["kid"] = kid
     d["use"] = "sig"
     return d

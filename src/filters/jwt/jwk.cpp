@@ -119,10 +119,15 @@ std::shared_ptr<EVP_PKEY> ec_key(const nlohmann::json& jwk, std::string_view crv
   if (!x) return nullptr;
   auto y = member(jwk, "y", err);
   if (!y) return nullptr;
-  if (x->size() != coord || y->size() != coord) {
+  // RFC 7518 wants full-length coordinates, but some issuers (PyJWT before 2.8, among others)
+  // drop leading zero bytes, about one key in 128. Such a coordinate is the same number:
+  // left-pad it. A longer one is refused; the point is checked to be on the curve below.
+  if (x->size() > coord || y->size() > coord || x->empty() || y->empty()) {
     err = "\"x\"/\"y\" have the wrong length for " + std::string(crv);
     return nullptr;
   }
+  x->insert(0, coord - x->size(), '\0');
+  y->insert(0, coord - y->size(), '\0');
   std::string point;
   point.reserve(1 + 2 * coord);
   point += '\x04';  // uncompressed

@@ -268,6 +268,27 @@ TEST(JwtJwks, ImportsEveryKeyTypeAndSkipsOthers) {
             jwt::alg_bit(Alg::HS256) | jwt::alg_bit(Alg::HS384) | jwt::alg_bit(Alg::HS512));
 }
 
+TEST(JwtJwks, AcceptsCoordinatesWithoutTheirLeadingZeroBytes) {
+  // Some issuers (PyJWT before 2.8) drop leading zero bytes of "x"/"y", in about one key of
+  // 128; the number is the same, so it is accepted. A coordinate too long is not.
+  for (int i = 0; i < 20'000; ++i) {
+    const PkeyPtr k(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+    Json j = jwk_of(k.p, "short");
+    const std::string x = *jwt::base64url_decode(j["x"].get<std::string>());
+    if (x[0] != '\0') continue;
+    j["x"] = b64url(x.substr(1));
+    auto r = jwt::parse_jwks(Json{{"keys", {j}}}.dump());
+    ASSERT_TRUE(r.errors.empty()) << r.errors.front();
+    ASSERT_EQ(r.set.keys.size(), 1u);
+    j["x"] = b64url(std::string(1, '\0') + x);
+    r = jwt::parse_jwks(Json{{"keys", {j}}}.dump());
+    ASSERT_EQ(r.errors.size(), 1u);
+    EXPECT_NE(r.errors[0].find("have the wrong length for P-256"), std::string::npos);
+    return;
+  }
+  FAIL() << "no key with a leading zero byte in x in 20000 tries";
+}
+
 TEST(JwtJwks, ReportsMalformedKeysWithoutKeyMaterial) {
   Json p256 = jwk_of(keys().p256.p, "bad-point");
   std::string y = *jwt::base64url_decode(p256["y"].get<std::string>());
