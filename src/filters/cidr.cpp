@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "turnpike/config/reader.h"
+
 namespace turnpike::filters {
 
 std::optional<IpAddress> parse_ip(std::string_view text) {
@@ -76,6 +78,21 @@ bool CidrSet::contains(const IpAddress& ip) const noexcept {
 bool CidrSet::contains(std::string_view ip) const noexcept {
   const auto parsed = parse_ip(ip);
   return parsed && contains(*parsed);
+}
+
+void read_cidrs(config::Reader& r, const config::Node& n, CidrSet& out, bool allow_empty) {
+  const auto items = r.list(n);
+  if (!items) return;
+  for (const auto& item : *items) {
+    const auto s = r.string(item);
+    if (!s) continue;
+    std::string err;
+    if (const auto c = parse_cidr(*s, &err))
+      out.add(*c);
+    else
+      r.error(item, err);
+  }
+  if (items->empty() && !allow_empty) r.error(n, "list at least one range (or leave the key out)");
 }
 
 }  // namespace turnpike::filters

@@ -9,6 +9,11 @@
 #include <string_view>
 #include <vector>
 
+namespace turnpike::config {
+class Reader;
+class Node;
+}  // namespace turnpike::config
+
 namespace turnpike::filters {
 
 struct IpAddress {
@@ -38,5 +43,9 @@ class CidrSet {
  private:
   std::vector<Cidr> ranges_;
 };
+
+/// A filter setting that lists ranges (`allow: [10.0.0.0/8, "2001:db8::/32"]`): each entry is
+/// added to `out` or reported at its own line:column; `allow_empty: false` also reports `[]`.
+void read_cidrs(config::Reader& r, const config::Node& n, CidrSet& out, bool allow_empty = true);
 
 }  // namespace turnpike::filters

@@ -43,21 +43,6 @@ struct Settings final : config::FilterSettings {
   }
 };
 
-void parse_cidrs(config::Reader& r, const config::Node& n, CidrSet& out) {
-  const auto items = r.list(n);
-  if (!items) return;
-  for (const auto& item : *items) {
-    const auto s = r.string(item);
-    if (!s) continue;
-    std::string err;
-    if (const auto c = parse_cidr(*s, &err))
-      out.add(*c);
-    else
-      r.error(item, err);
-  }
-  if (items->empty()) r.error(n, "list at least one range (or leave the key out)");
-}
-
 // A list of distinct non-empty strings (a single string is a list of one).
 void parse_names(config::Reader& r, const config::Node& n, std::vector<std::string>& out,
                  std::string_view what) {
@@ -78,8 +63,8 @@ std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const con
       r.map(block, {"type", "groups", "scopes", "claims", "cidrs", "deny_cidrs", "consumers"});
   if (!m) return nullptr;
   auto s = std::make_shared<Settings>();
-  if (const auto* n = m->get("deny_cidrs")) parse_cidrs(r, *n, s->deny_cidrs);
-  if (const auto* n = m->get("cidrs")) parse_cidrs(r, *n, s->cidrs);
+  if (const auto* n = m->get("deny_cidrs")) read_cidrs(r, *n, s->deny_cidrs, false);
+  if (const auto* n = m->get("cidrs")) read_cidrs(r, *n, s->cidrs, false);
   if (const auto* n = m->get("consumers")) parse_names(r, *n, s->consumers, "consumer");
   if (const auto* n = m->get("groups")) parse_names(r, *n, s->groups, "group");
   if (const auto* n = m->get("scopes")) {

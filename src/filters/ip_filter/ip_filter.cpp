@@ -19,27 +19,13 @@ struct Settings final : config::FilterSettings {
   int status = 403;
 };
 
-void parse_cidrs(config::Reader& r, const config::Node& n, CidrSet& out) {
-  const auto items = r.list(n);
-  if (!items) return;
-  for (const auto& item : *items) {
-    const auto s = r.string(item);
-    if (!s) continue;
-    std::string err;
-    if (const auto c = parse_cidr(*s, &err))
-      out.add(*c);
-    else
-      r.error(item, err);
-  }
-}
-
 std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const config::Node& block) {
   const auto m = r.map(block, {"type", "allow", "deny", "trusted_proxies", "status"});
   if (!m) return nullptr;
   auto s = std::make_shared<Settings>();
-  if (const auto* n = m->get("allow")) parse_cidrs(r, *n, s->allow);
-  if (const auto* n = m->get("deny")) parse_cidrs(r, *n, s->deny);
-  if (const auto* n = m->get("trusted_proxies")) parse_cidrs(r, *n, s->trusted_proxies);
+  if (const auto* n = m->get("allow")) read_cidrs(r, *n, s->allow);
+  if (const auto* n = m->get("deny")) read_cidrs(r, *n, s->deny);
+  if (const auto* n = m->get("trusted_proxies")) read_cidrs(r, *n, s->trusted_proxies);
   if (const auto* n = m->get("status")) {
     if (const auto st = r.integer(*n, 400, 499)) s->status = static_cast<int>(*st);
   }
