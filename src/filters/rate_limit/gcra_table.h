@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <string_view>
 
 namespace turnpike::filters::rate_limit {
@@ -53,7 +54,8 @@ class GcraTable {
       : mask_(std::bit_ceil(std::max<std::size_t>(capacity, kProbe)) - 1),
         slots_(std::make_unique<Slot[]>(mask_ + 1)),
         interval_(std::max<std::uint64_t>(interval_ns, 1)),
-        limit_(interval_ * std::max<std::uint64_t>(burst, 1)) {}
+        limit_(interval_ * std::max<std::uint64_t>(burst, 1)),
+        seed_(random_seed()) {}
 
   std::size_t capacity() const noexcept { return mask_ + 1; }
   std::uint64_t interval_ns() const noexcept { return interval_; }
@@ -63,7 +65,7 @@ class GcraTable {
   /// lock-free. `count_unsynced`: also count it for the next Redis reconciliation, unless it
   /// is `fresh` (the caller then asks Redis itself).
   Outcome acquire(std::uint64_t h, std::uint64_t now_ns, bool count_unsynced = false) noexcept {
-    const std::size_t home = h & mask_;
+    const std::size_t home = home_of(h);
     // The key's own slot first: keys never go back to 0, so none lies past a free slot.
     for (std::size_t i = 0; i < kProbe; ++i) {
       Slot& s = slots_[(home + i) & mask_];
@@ -154,10 +156,27 @@ class GcraTable {
     }
   }
 
+  // Where a key's probe starts: its hash mixed with a per-table random seed. The key hash is
+  // stable across processes (Redis names depend on it), so without the seed a client that
+  // controls its key could compute keys that crowd one region of the table.
+  std::size_t home_of(std::uint64_t h) const noexcept {
+    std::uint64_t x = h ^ seed_;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return static_cast<std::size_t>(x) & mask_;
+  }
+
+  static std::uint64_t random_seed() {
+    std::random_device rd;
+    return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  }
+
   std::size_t mask_;
   std::unique_ptr<Slot[]> slots_;
   std::uint64_t interval_;
   std::uint64_t limit_;  // burst × interval: how far ahead of now the TAT may run
+  std::uint64_t seed_;
 };
 
 }  // namespace turnpike::filters::rate_limit

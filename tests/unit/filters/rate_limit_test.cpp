@@ -150,6 +150,22 @@ TEST(GcraTable, FullTableAdmitsUntracked) {
   EXPECT_EQ(untracked, 64 - 16);
 }
 
+TEST(GcraTable, KeysChosenToShareAHomeSlotStillSpreadOut) {
+  // key_hash is public and stable, so a client choosing its key could find many whose hashes
+  // agree in the low bits. The table places keys by a per-table seeded mix: they spread.
+  GcraTable t(1024, kSecond, 1);
+  std::vector<std::uint64_t> crowd;
+  for (int i = 0; crowd.size() < 40 && i < 1'000'000; ++i) {
+    const std::uint64_t h = key_hash("x-client=" + std::to_string(i));
+    if ((h & 1023) == 7) crowd.push_back(h);
+  }
+  ASSERT_EQ(crowd.size(), 40u);
+  int untracked = 0;
+  for (const auto h : crowd)
+    untracked += !t.acquire(h, 10 * kSecond).tracked;
+  EXPECT_EQ(untracked, 0);
+}
+
 TEST(GcraTable, ReconciliationMovesTheBucketForward) {
   GcraTable t(64, kSecond, 10);
   const std::uint64_t h = key_hash("k");
