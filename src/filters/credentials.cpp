@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -34,18 +35,43 @@ int hex_value(char c) noexcept {
   return -1;
 }
 
+// This thread's digest context, started afresh.
+EVP_MD_CTX* sha256_start() {
+  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
+                                                                                 &EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex2(ctx.get(), sha256_md(), nullptr) != 1)
+    throw std::runtime_error("SHA-256 failed");
+  return ctx.get();
+}
+
+void sha256_add(EVP_MD_CTX* ctx, const void* data, std::size_t n) {
+  if (EVP_DigestUpdate(ctx, data, n) != 1) throw std::runtime_error("SHA-256 failed");
+}
+
+Sha256 sha256_finish(EVP_MD_CTX* ctx) {
+  Sha256 out{};
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(ctx, out.data(), &len) != 1 || len != out.size())
+    throw std::runtime_error("SHA-256 failed");
+  return out;
+}
+
 }  // namespace
 
 Sha256 sha256(std::string_view data) {
-  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
-                                                                                 &EVP_MD_CTX_free);
-  Sha256 out{};
-  unsigned int len = 0;
-  if (!ctx || EVP_DigestInit_ex2(ctx.get(), sha256_md(), nullptr) != 1 ||
-      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 || len != out.size())
-    throw std::runtime_error("SHA-256 failed");
-  return out;
+  EVP_MD_CTX* ctx = sha256_start();
+  sha256_add(ctx, data.data(), data.size());
+  return sha256_finish(ctx);
+}
+
+Sha256 sha256_of_parts(std::initializer_list<std::string_view> parts) {
+  EVP_MD_CTX* ctx = sha256_start();
+  for (const std::string_view part : parts) {
+    const std::uint64_t n = part.size();
+    sha256_add(ctx, &n, sizeof n);
+    sha256_add(ctx, part.data(), part.size());
+  }
+  return sha256_finish(ctx);
 }
 
 std::optional<Sha256> sha256_from_hex(std::string_view hex) {

@@ -383,11 +383,12 @@ class ClientRegistry final : public asio::execution_context::service {
   }
 
   std::shared_ptr<Client> get(asio::io_context& io, const Options& opt) {
-    std::string wanted = opt.key();
+    std::string built;
+    const std::string& wanted = opt.id.empty() ? (built = opt.key()) : opt.id;
     for (const auto& [k, c] : clients_)
       if (k == wanted) return c;
     auto c = std::make_shared<ClientImpl>(io, opt);
-    clients_.emplace_back(std::move(wanted), c);
+    clients_.emplace_back(wanted, c);
     return c;
   }
 
@@ -429,6 +430,7 @@ Options Options::from(const config::Redis& r) {
   o.timeout = r.timeout;
   o.password = r.password;
   o.database = r.database;
+  o.id = o.key();
   return o;
 }
 

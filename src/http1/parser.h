@@ -116,11 +116,7 @@ void for_each_token(std::string_view value, Fn&& fn) {
   while (pos <= value.size()) {
     std::size_t comma = value.find(',', pos);
     if (comma == std::string_view::npos) comma = value.size();
-    std::string_view tok = value.substr(pos, comma - pos);
-    while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t'))
-      tok.remove_prefix(1);
-    while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t'))
-      tok.remove_suffix(1);
+    const std::string_view tok = http::trim_ows(value.substr(pos, comma - pos));
     if (!tok.empty()) fn(tok);
     pos = comma + 1;
   }

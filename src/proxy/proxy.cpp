@@ -143,23 +143,41 @@ struct FilterRun {
   filters::RequestContext ctx;
   ChainCallbacks callbacks;
 
-  /// The response phase, for any response: upstream or local. True when a filter answered
-  /// instead, or did not finish within `timeout` (504): the answer is in callbacks.reply and
-  /// the caller sends it rather than `head`.
-  asio::awaitable<bool> respond(http::ResponseHead& head, std::chrono::milliseconds timeout) {
+  /// The response phase, for any response: upstream or local. Usually no filter suspends or
+  /// answers, and respond_now() does it all without a coroutine frame (true); otherwise
+  /// respond_later() finishes it. A filter's answer, or a 504 when one did not finish within
+  /// the timeout, is then in callbacks.reply, and the caller sends it rather than `head`.
+  bool respond_now(http::ResponseHead& head) {
     callbacks.begin_phase();
-    while (chain.run_response(head, callbacks) == filters::Status::Stop) {
+    if (chain.run_response(head, callbacks) == filters::Status::Stop) return false;
+    add_response_headers(head);
+    return true;
+  }
+
+  /// After respond_now() returned false: true when a filter's answer replaces `head`.
+  asio::awaitable<bool> respond_later(http::ResponseHead& head, std::chrono::milliseconds timeout) {
+    // Straight-line co_awaits and co_returns only: GCC 12 mis-builds this coroutine's frame
+    // with a co_await in a condition followed by `break` out of the loop.
+    for (;;) {
       if (callbacks.replied) co_return true;
-      if (!co_await callbacks.wait(timeout)) {
+      const bool woken = co_await callbacks.wait(timeout);
+      if (!woken) {
         chain.cancel_suspended();
         callbacks.send_local_reply({504, "filter timed out", {}});
         co_return true;
       }
       if (callbacks.replied) co_return true;
+      if (chain.run_response(head, callbacks) == filters::Status::Continue) {
+        add_response_headers(head);
+        co_return false;
+      }
     }
+  }
+
+ private:
+  void add_response_headers(http::ResponseHead& head) {
     for (const auto& [name, value] : ctx.response_headers)
       head.headers.add(name, value);
-    co_return false;
   }
 };
 
@@ -254,7 +272,11 @@ asio::awaitable<void> local_reply(
   }
   for (const auto& [k, v] : extra)
     head.headers.add(k, v);
-  if (x.filters && co_await x.filters->respond(head, x.filter_timeout)) {
+  // (No co_await inside a compound condition: GCC 12 miscompiles that.)
+  bool replaced = false;
+  if (x.filters && !x.filters->respond_now(head))
+    replaced = co_await x.filters->respond_later(head, x.filter_timeout);
+  if (replaced) {
     // A response phase answered instead; its answer meets only the filters before that one.
     co_await filter_reply(x, x.filters->callbacks.reply);
     co_return;
@@ -657,7 +679,10 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
 
           // Response: head plus whatever body is already buffered in one write.
           x.status = resp.status;
-          if (filter_run && co_await filter_run->respond(resp, rc.timeout)) {
+          bool replaced = false;
+          if (filter_run && !filter_run->respond_now(resp))
+            replaced = co_await filter_run->respond_later(resp, rc.timeout);
+          if (replaced) {
             // A response phase answered instead: the upstream's body is not wanted.
             conn->close();
             conn.reset();

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +31,10 @@ struct Sha256Hash {
 /// so a call costs the hash and nothing else (OpenSSL 3's one-shot SHA256() fetches the
 /// algorithm, under a lock, on every call).
 Sha256 sha256(std::string_view data);
+
+/// SHA-256 of the parts, each preceded by its length (so that no two lists of parts share an
+/// input), without copying them into one buffer.
+Sha256 sha256_of_parts(std::initializer_list<std::string_view> parts);
 
 /// 64 hex digits (either case) as a digest; nullopt otherwise.
 std::optional<Sha256> sha256_from_hex(std::string_view hex);

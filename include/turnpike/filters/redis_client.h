@@ -66,6 +66,10 @@ struct Options {
   std::chrono::milliseconds backoff_min{50};
   std::chrono::milliseconds backoff_max{2'000};
 
+  /// key(), computed once by from(): finding the worker's connection for a request compares it
+  /// rather than building key() again. Empty: computed on each lookup.
+  std::string id;
+
   static Options from(const config::Redis& r);
   /// Identifies the server and credentials (the per-worker connection is shared by equal keys).
   std::string key() const;

@@ -13,6 +13,9 @@ namespace turnpike::http {
 
 bool iequals(std::string_view a, std::string_view b) noexcept;
 
+/// `v` without leading and trailing optional whitespace (RFC 9110 OWS: spaces and tabs).
+std::string_view trim_ows(std::string_view v) noexcept;
+
 struct HeaderEntry {
   std::string name;
   std::string value;

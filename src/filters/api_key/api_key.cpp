@@ -112,7 +112,7 @@ class ApiKeyConfig final : public FilterConfig {
   /// The consumer whose key this is, or nullptr. The digest of the presented key is looked up
   /// (a SHA-256 preimage is what an attacker would need, so the map's own comparisons leak
   /// nothing useful) and the match is confirmed in constant time.
-  const Identity* find(std::string_view key) const noexcept {
+  const Identity* find(std::string_view key) const {
     const Sha256 d = sha256(key);
     const auto it = by_digest_.find(d);
     if (it == by_digest_.end()) return nullptr;
@@ -133,25 +133,32 @@ class ApiKeyFilter final : public Filter {
 
   Status on_request_headers(http::RequestHead& req, StreamCallbacks& cb) override {
     const Settings& s = c_.settings();
-    std::optional<std::string> key;
+    // The key is looked up where it lies (no copy), before it is removed from the request.
+    bool presented = false;
     bool several = false;
+    const Identity* who = nullptr;
     if (!s.header.empty()) {
       const std::size_t n = req.headers.count(s.header);
       if (n > 1) several = true;
       if (n >= 1) {
         const std::string* v = req.headers.get(s.header);
-        if (v != nullptr && !v->empty()) key = *v;
+        if (v != nullptr && !v->empty()) {
+          presented = true;
+          who = c_.find(*v);
+        }
       }
       req.headers.remove(s.header);
     }
     if (!s.query.empty() && !req.query.empty()) {
       std::optional<std::string> from_query;
       if (take_query_key(req, from_query)) several = true;
-      if (!key && from_query && !from_query->empty()) key = std::move(from_query);
+      if (!presented && from_query && !from_query->empty()) {
+        presented = true;
+        who = c_.find(*from_query);
+      }
     }
     if (several) return reject(cb, "several API keys");
-    if (!key) return reject(cb, "missing API key");
-    const Identity* who = c_.find(*key);
+    if (!presented) return reject(cb, "missing API key");
     if (who == nullptr) return reject(cb, "invalid API key");
     RequestContext& ctx = cb.context();
     ctx.consumer = who->name;

@@ -170,14 +170,6 @@ bool crypt_matches(const std::string& password, const std::string& hash) {
   return n == hash.size() && CRYPTO_memcmp(out, hash.data(), n) == 0;
 }
 
-std::string_view trim(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-    v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
-    v.remove_suffix(1);
-  return v;
-}
-
 // Strict standard base64 (RFC 4648 section 4); padding optional. nullopt when malformed.
 std::optional<std::string> base64_decode(std::string_view in) {
   while (!in.empty() && in.back() == '=')
@@ -244,21 +236,22 @@ class BasicAuthConfig final : public FilterConfig {
   struct Check {
     const Account* account = nullptr;
     bool done = false;
-    std::string hash;
+    const std::string* hash = nullptr;  // in this config; nullptr: nothing to check against
     Digest cache_key{};
   };
 
   Check prepare(std::string_view user, std::string_view password, unsigned worker) const {
     Check c;
-    const auto it = accounts_.find(std::string(user));
+    const auto it = accounts_.find(user);
     if (it == accounts_.end()) {
-      c.hash = dummy_hash_;
+      if (!dummy_hash_.empty()) c.hash = &dummy_hash_;
       return c;
     }
     c.account = &it->second;
-    c.hash = c.account->password_hash;
+    c.hash = &c.account->password_hash;
     if (VerifiedCache* cache = cache_ ? cache_->for_worker(worker) : nullptr) {
-      c.cache_key = cache_key(c.hash, user, password);
+      // (hash, user, password), length-prefixed: a changed hash never matches an old entry.
+      c.cache_key = sha256_of_parts({*c.hash, user, password});
       c.done = cache->contains(c.cache_key, Clock::now());
     }
     return c;
@@ -271,23 +264,16 @@ class BasicAuthConfig final : public FilterConfig {
   }
 
  private:
-  // Length-prefixed, so that no two (hash, user, password) triples share an input.
-  static Digest cache_key(std::string_view hash, std::string_view user, std::string_view password) {
-    std::string in;
-    in.reserve(hash.size() + user.size() + password.size() + 24);
-    for (const std::string_view part : {hash, user, password}) {
-      const std::uint64_t n = part.size();
-      in.append(reinterpret_cast<const char*>(&n), sizeof n);
-      in.append(part);
-    }
-    const Digest d = sha256(in);
-    OPENSSL_cleanse(in.data(), in.size());
-    return d;
-  }
-
   std::shared_ptr<const Settings> s_;
   std::string challenge_;
-  std::unordered_map<std::string, Account> accounts_;
+  // By name, looked up with the request's string_view (no copy).
+  struct NameHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view v) const noexcept {
+      return std::hash<std::string_view>{}(v);
+    }
+  };
+  std::unordered_map<std::string, Account, NameHash, std::equal_to<>> accounts_;
   std::string dummy_hash_;  // a configured hash: unknown users cost a real verification
   std::shared_ptr<CacheShards> cache_;
 };
@@ -344,11 +330,11 @@ class BasicAuthFilter final : public Filter {
     const std::size_t n = req.headers.count("authorization");
     if (n == 0) return reject(cb, "missing credentials");
     if (n > 1) return reject(cb, "malformed credentials");
-    std::string_view v = trim(*req.headers.get("authorization"));
+    std::string_view v = http::trim_ows(*req.headers.get("authorization"));
     const auto sp = v.find_first_of(" \t");
     if (sp == std::string_view::npos || !http::iequals(v.substr(0, sp), "basic"))
       return reject(cb, "missing credentials");  // another scheme: not ours to judge
-    const std::string_view encoded = trim(v.substr(sp + 1));
+    const std::string_view encoded = http::trim_ows(v.substr(sp + 1));
     if (encoded.empty() || encoded.size() > kMaxEncoded) return reject(cb, "malformed credentials");
     auto decoded = base64_decode(encoded);
     if (!decoded) return reject(cb, "malformed credentials");
@@ -371,7 +357,7 @@ class BasicAuthFilter final : public Filter {
       OPENSSL_cleanse(decoded->data(), decoded->size());
       return accept(cb);
     }
-    if (check_.hash.empty()) {  // no consumer has a hash: nothing to spend time on
+    if (check_.hash == nullptr) {  // no consumer has a hash: nothing to spend time on
       OPENSSL_cleanse(decoded->data(), decoded->size());
       return reject(cb, "invalid credentials");
     }
@@ -380,7 +366,7 @@ class BasicAuthFilter final : public Filter {
     pending_->filter = this;
     pending_->io = &cb.io_context();
     const bool queued = CryptPool::instance().try_submit(
-        [p = pending_, hash = check_.hash, password = std::string(password)]() mutable {
+        [p = pending_, hash = *check_.hash, password = std::string(password)]() mutable {
           const bool ok = crypt_matches(password, hash);
           OPENSSL_cleanse(password.data(), password.size());
           const std::lock_guard lock(p->m);

@@ -34,14 +34,6 @@ std::shared_ptr<const config::FilterSettings> parse(config::Reader& r, const con
   return s;
 }
 
-std::string_view trim(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-    v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
-    v.remove_suffix(1);
-  return v;
-}
-
 // The client behind trusted proxies: walk X-Forwarded-For from the right (the entry the
 // nearest proxy appended) while the address is a trusted proxy. Every X-Forwarded-For field
 // counts, in order. Returns the peer itself when it is not trusted.
@@ -55,7 +47,7 @@ std::string client_behind_proxies(const CidrSet& trusted, const std::string& pee
     std::string_view v = h.value;
     while (!v.empty()) {
       const auto comma = v.find(',');
-      chain.push_back(trim(v.substr(0, comma)));
+      chain.push_back(http::trim_ows(v.substr(0, comma)));
       v = comma == std::string_view::npos ? std::string_view{} : v.substr(comma + 1);
     }
   }

@@ -333,14 +333,6 @@ bool starts_with_bearer(std::string_view v) {
   return v[6] == ' ' || v[6] == '\t';
 }
 
-std::string_view trim(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-    v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
-    v.remove_suffix(1);
-  return v;
-}
-
 // Calls f(name, value, whole_item) for each `sep`-separated name=value item.
 template <typename F>
 void each_pair(std::string_view s, char sep, F&& f) {
@@ -348,8 +340,9 @@ void each_pair(std::string_view s, char sep, F&& f) {
     const std::size_t end = s.find(sep);
     const std::string_view item = s.substr(0, end);
     const std::size_t eq = item.find('=');
-    f(trim(item.substr(0, eq)),
-      eq == std::string_view::npos ? std::string_view{} : trim(item.substr(eq + 1)), item);
+    f(http::trim_ows(item.substr(0, eq)),
+      eq == std::string_view::npos ? std::string_view{} : http::trim_ows(item.substr(eq + 1)),
+      item);
     if (end == std::string_view::npos) break;
     s.remove_prefix(end + 1);
   }
@@ -391,9 +384,9 @@ class JwtFilter final : public Filter {
         case SourceKind::Header: {
           const std::string* v = req_->headers.get(src.name);
           if (v == nullptr) break;
-          std::string_view value = trim(*v);
+          std::string_view value = http::trim_ows(*v);
           if (starts_with_bearer(value))
-            value = trim(value.substr(7));
+            value = http::trim_ows(value.substr(7));
           else if (src.name == "authorization")
             break;  // another scheme (Basic...): not ours
           found = value;
@@ -445,9 +438,9 @@ class JwtFilter final : public Filter {
         for (const auto& h : req_->headers) {
           if (!http::iequals(h.name, "cookie")) continue;
           each_pair(h.value, ';', [&](std::string_view k, std::string_view, std::string_view item) {
-            if (k == source_->name || trim(item).empty()) return;
+            if (k == source_->name || http::trim_ows(item).empty()) return;
             if (!out.empty()) out += "; ";
-            out += trim(item);
+            out += http::trim_ows(item);
           });
         }
         req_->headers.remove("cookie");

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "turnpike/filters/cidr.h"
+#include "turnpike/filters/credentials.h"
 #include "turnpike/filters/template.h"
 
 namespace turnpike::filters {
@@ -49,6 +50,18 @@ TEST(TemplateTest, Errors) {
             "listener, host, method, path, jwt.NAME, jwt.claim.NAME, header.NAME)");
   EXPECT_EQ(std::get<std::string>(Template::parse("x ${route")),
             "unterminated '${' (write '$$' for a literal '$')");
+}
+
+TEST(CredentialsTest, Sha256AndItsPartsForm) {
+  // FIPS 180-2's "abc" test vector, through the hex form configs use.
+  EXPECT_EQ(sha256("abc"),
+            sha256_from_hex("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
+  EXPECT_FALSE(sha256_from_hex("ba78"));
+  EXPECT_FALSE(sha256_from_hex(std::string(64, 'g')));
+  // Length-prefixed parts: moving a byte from one part to the next changes the digest.
+  EXPECT_NE(sha256_of_parts({"ab", "c"}), sha256_of_parts({"a", "bc"}));
+  EXPECT_EQ(sha256_of_parts({"ab", "c"}), sha256_of_parts({"ab", "c"}));
+  EXPECT_NE(sha256_of_parts({"abc"}), sha256("abc"));
 }
 
 TEST(CidrTest, ParseAndContain) {
