@@ -13,7 +13,7 @@ PACKAGES=(
   # test and benchmark peers
   curl python3 procps wrk nginx-light nghttp2-client python3-h2 python3-hyperframe
   python3-grpcio python3-protobuf python3-websockets redis-server python3-jwt python3-cryptography
-  python3-bcrypt
+  python3-bcrypt grpc-proto protobuf-compiler
 )
 
 missing=()

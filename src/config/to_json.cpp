@@ -73,6 +73,7 @@ json route_json(const Route& r) {
     out["rewrite"] = std::move(rewrite);
   }
   out["timeout"] = format_duration(r.timeout);
+  out["idle_timeout"] = format_duration(r.idle_timeout);
   out["websocket"] =
       r.websocket ? json{{"idle_timeout", format_duration(r.websocket_idle_timeout)}} : json(false);
   return out;

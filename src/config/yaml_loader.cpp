@@ -503,8 +503,8 @@ void Loader::load_routes(const Value& v, Config& c) {
 void Loader::load_route(const Value& v, std::size_t index, Route& r) {
   r.loc = v.loc;
   r.name = "route-" + std::to_string(index);
-  const auto f = fields(v, {"name", "match", "backend", "backends", "rewrite", "timeout", "respond",
-                            "redirect", "websocket", "filters"});
+  const auto f = fields(v, {"name", "match", "backend", "backends", "rewrite", "timeout",
+                            "idle_timeout", "respond", "redirect", "websocket", "filters"});
   if (!f) return;
   if (const auto* n = f->get("name")) {
     if (auto s = name(*n)) r.name = std::move(*s);
@@ -579,6 +579,7 @@ void Loader::load_route(const Value& v, std::size_t index, Route& r) {
     }
   }
   set_duration(*f, "timeout", r.timeout);
+  set_duration(*f, "idle_timeout", r.idle_timeout);
   if (const auto* ws = f->get("websocket")) {
     if (ws->node.IsMap()) {
       if (const auto wf = fields(*ws, {"idle_timeout"}))

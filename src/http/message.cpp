@@ -254,4 +254,15 @@ int grpc_status_for(int http_status) noexcept {
   }
 }
 
+bool trailer_allowed(std::string_view name) noexcept {
+  static constexpr std::string_view kRefused[] = {
+      "content-length", "content-type",  "content-encoding", "content-range",
+      "host",           "authorization", "set-cookie",       "cookie",
+      "expect",         "max-forwards",  "trailer"};
+  if (is_hop_by_hop(name)) return false;
+  for (std::string_view r : kRefused)
+    if (iequals(name, r)) return false;
+  return true;
+}
+
 }  // namespace turnpike::http

@@ -28,11 +28,14 @@ namespace {
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kMaxResponseHeader = 64 * 1024;
 constexpr std::uint32_t kMaxResponseHeaders = 200;
+// Interim (1xx) responses skipped before the final one; more is a hostile backend.
+constexpr int kMaxInterim = 16;
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 
 }  // namespace
 
-ClientConnection::ClientConnection(const asio::any_io_executor& ex) : socket_(ex), deadline_(ex) {
+ClientConnection::ClientConnection(const asio::any_io_executor& ex)
+    : socket_(ex), read_deadline_(ex), write_deadline_(ex) {
   out_.reserve(1024);
   buffer_.max_size(kMaxResponseHeader + kReadChunk);
 }
@@ -42,14 +45,18 @@ ClientConnection::~ClientConnection() {
 }
 
 void ClientConnection::init() {
-  deadline_.bind(weak_from_this(), [this] {
+  auto cancel = [this] {
     error_code ignored;
     lowest().cancel(ignored);
-  });
+  };
+  read_deadline_.bind(weak_from_this(), cancel);
+  write_deadline_.bind(weak_from_this(), cancel);
 }
 
 void ClientConnection::close() noexcept {
-  deadline_.cancel();
+  failed_ = true;
+  read_deadline_.cancel();
+  write_deadline_.cancel();
   error_code ignored;
   if (lowest().is_open()) {
     lowest().shutdown(tcp::socket::shutdown_both, ignored);
@@ -62,12 +69,12 @@ asio::awaitable<error_code> ClientConnection::connect(const tcp::endpoint& ep,
                                                       tls::ClientContext* tls,
                                                       const std::string& tls_name) {
   peer_ = ep;
-  deadline_.expires_after(timeout);
+  read_deadline_.expires_after(timeout);
   auto [ec] = co_await socket_.async_connect(ep, kAwait);
   if (ec) {
-    deadline_.clear();
+    read_deadline_.clear();
     failed_ = true;
-    co_return deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+    co_return read_deadline_.expired() ? error_code(asio::error::timed_out) : ec;
   }
   socket_.set_option(tcp::no_delay(true), ec);
   if (tls) {
@@ -76,15 +83,15 @@ asio::awaitable<error_code> ClientConnection::connect(const tcp::endpoint& ep,
     auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, kAwait);
     if (hec) {
       failed_ = true;
-      const bool timed_out = deadline_.expired();
-      deadline_.clear();
+      const bool timed_out = read_deadline_.expired();
+      read_deadline_.clear();
       spdlog::warn("upstream TLS handshake with {} (as '{}') failed: {}",
                    ep.address().to_string() + ":" + std::to_string(ep.port()), tls_name,
                    timed_out ? "timed out" : tls::client_failure(tls_->native_handle(), hec));
       co_return timed_out ? error_code(asio::error::timed_out) : hec;
     }
   }
-  deadline_.clear();
+  read_deadline_.clear();
   co_return error_code{};
 }
 
@@ -102,7 +109,8 @@ bool ClientConnection::still_alive() noexcept {
 
 asio::awaitable<error_code> ClientConnection::write(std::span<const asio::const_buffer> bufs,
                                                     std::chrono::milliseconds timeout) {
-  deadline_.expires_after(timeout);
+  if (failed_ && !lowest().is_open()) co_return asio::error::not_connected;
+  write_deadline_.expires_after(timeout);
   error_code ec;
   std::size_t n = 0;
   if (tls_)
@@ -110,18 +118,18 @@ asio::awaitable<error_code> ClientConnection::write(std::span<const asio::const_
   else
     std::tie(ec, n) = co_await asio::async_write(socket_, bufs, kAwait);
   (void)n;
-  deadline_.clear();
+  write_deadline_.clear();
   if (ec) {
     failed_ = true;
-    co_return deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+    co_return write_deadline_.expired() ? error_code(asio::error::timed_out) : ec;
   }
   co_return error_code{};
 }
 
-asio::awaitable<error_code> ClientConnection::read_more(std::chrono::milliseconds timeout) {
+asio::awaitable<error_code> ClientConnection::read_more(Clock::time_point deadline) {
   const std::size_t room = buffer_.max_size() - buffer_.size();
   if (room == 0) co_return bhttp::error::header_limit;
-  deadline_.expires_after(timeout);
+  read_deadline_.expires_at(deadline);
   const auto space = buffer_.prepare(std::min(room, kReadChunk));
   error_code ec;
   std::size_t n = 0;
@@ -129,10 +137,10 @@ asio::awaitable<error_code> ClientConnection::read_more(std::chrono::millisecond
     std::tie(ec, n) = co_await tls_->async_read_some(space, kAwait);
   else
     std::tie(ec, n) = co_await socket_.async_read_some(space, kAwait);
-  deadline_.clear();
+  read_deadline_.clear();
   if (ec) {
     failed_ = true;
-    co_return deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+    co_return read_deadline_.expired() ? error_code(asio::error::timed_out) : ec;
   }
   buffer_.commit(n);
   rx_ += n;
@@ -148,6 +156,7 @@ asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHe
   rx_ = 0;
   request_done_ = false;
   tunnel_ = false;
+  interim_ = 0;
   parser_.reset();
   out_.clear();
   out_ += head.method;
@@ -176,7 +185,8 @@ asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHe
 
   FrameBuffers bufs;
   std::size_t nbufs = frame_body(out_, body, request_chunked_, end_stream, bufs);
-  error_code ec = co_await write({bufs.data(), nbufs}, timeout);
+  const std::span<const asio::const_buffer> frames(bufs.data(), nbufs);
+  error_code ec = co_await write(frames, timeout);
   if (!ec && end_stream) request_done_ = true;
   co_return ec;
 }
@@ -199,15 +209,42 @@ asio::awaitable<error_code> ClientConnection::send_body(std::span<const char> bo
   out_.clear();
   FrameBuffers bufs;
   std::size_t nbufs = frame_body(out_, body, request_chunked_, end_stream, bufs);
+  const std::span<const asio::const_buffer> frames(bufs.data(), nbufs);
   error_code ec;
-  if (nbufs > 0) ec = co_await write({bufs.data(), nbufs}, timeout);
+  if (nbufs > 0) ec = co_await write(frames, timeout);
   if (!ec && end_stream) request_done_ = true;
   co_return ec;
+}
+
+asio::awaitable<error_code> ClientConnection::send_trailers(const http::HeaderMap& trailers,
+                                                            std::chrono::milliseconds timeout) {
+  if (tunnel_ || !request_chunked_)
+    co_return co_await send_body(std::span<const char>(), true, timeout);
+  out_.assign("0\r\n");
+  for (const auto& t : trailers) {
+    if (!http::trailer_allowed(t.name)) continue;
+    out_ += t.name;
+    out_ += ": ";
+    out_ += t.value;
+    out_ += "\r\n";
+  }
+  out_ += "\r\n";
+  std::array<asio::const_buffer, 1> bufs{asio::buffer(out_)};
+  error_code ec = co_await write(bufs, timeout);
+  if (!ec) request_done_ = true;
+  co_return ec;
+}
+
+const http::HeaderMap* ClientConnection::trailers() const noexcept {
+  if (tunnel_ || !parser_ || !parser_->is_done() || parser_->trailers().empty()) return nullptr;
+  return &parser_->trailers();
 }
 
 asio::awaitable<error_code> ClientConnection::read_response_head(
     http::ResponseHead& head, bool head_request, std::chrono::milliseconds timeout) {
   head_ = &head;
+  // One deadline for the final head, however many interim responses come first.
+  const auto deadline = Clock::now() + timeout;
   for (;;) {  // loops over interim (1xx) responses
     head = http::ResponseHead{};
     head.headers.reserve(16);
@@ -226,9 +263,16 @@ asio::awaitable<error_code> ClientConnection::read_response_head(
         failed_ = true;
         co_return ec;
       }
-      if (error_code rec = co_await read_more(timeout)) co_return rec;
+      const error_code rec = co_await read_more(deadline);
+      if (rec) co_return rec;
     }
-    if (head.status >= 100 && head.status < 200 && head.status != 101) continue;
+    if (head.status >= 100 && head.status < 200 && head.status != 101) {
+      if (++interim_ > kMaxInterim) {
+        failed_ = true;
+        co_return bhttp::error::bad_status;
+      }
+      continue;
+    }
     break;
   }
   http::strip_hop_by_hop(head.headers);
@@ -276,7 +320,7 @@ asio::awaitable<http::BodyRead> ClientConnection::read_body(std::span<char> out,
   if (tunnel_) {
     http::BodyRead r = read_buffered_body(out);
     if (r.bytes > 0) co_return r;
-    deadline_.expires_after(timeout);
+    read_deadline_.expires_after(timeout);
     error_code ec;
     if (tls_)
       std::tie(ec, r.bytes) =
@@ -284,18 +328,18 @@ asio::awaitable<http::BodyRead> ClientConnection::read_body(std::span<char> out,
     else
       std::tie(ec, r.bytes) =
           co_await socket_.async_read_some(asio::buffer(out.data(), out.size()), kAwait);
-    deadline_.clear();
+    read_deadline_.clear();
     rx_ += r.bytes;
     if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
       r.last = true;
     else if (ec)
-      r.ec = deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+      r.ec = read_deadline_.expired() ? error_code(asio::error::timed_out) : ec;
     co_return r;
   }
   for (;;) {
     http::BodyRead r = read_buffered_body(out);
     if (r.ec || r.bytes > 0 || r.last) co_return r;
-    error_code ec = co_await read_more(timeout);
+    error_code ec = co_await read_more(Clock::now() + timeout);
     if (ec == asio::error::eof && parser_->need_eof()) {
       // A close-delimited body ends with the connection.
       error_code ignored;

@@ -1,7 +1,8 @@
 // HTTP/1.1 upstream connection: one TCP connection to a backend, used by one request at a time
 // and pooled between requests by upstream/. Serializes the request head itself (the values
 // were validated when parsed), streams bodies with Content-Length or chunked framing, and
-// parses the response with Beast. Every operation has a deadline. Owning worker thread only.
+// parses the response with Beast. The response may be read while the request body is still
+// being written (full duplex). Every operation has a deadline. Owning worker thread only.
 #pragma once
 
 #include <chrono>
@@ -49,6 +50,8 @@ class ClientConnection final : public http::ClientStream,
       bool end_stream, std::chrono::milliseconds timeout) override;
   boost::asio::awaitable<boost::system::error_code> send_body(
       std::span<const char> body, bool end_stream, std::chrono::milliseconds timeout) override;
+  boost::asio::awaitable<boost::system::error_code> send_trailers(
+      const http::HeaderMap& trailers, std::chrono::milliseconds timeout) override;
   /// Reads the final response head (skipping 1xx). `head_request`: no body follows.
   boost::asio::awaitable<boost::system::error_code> read_response_head(
       http::ResponseHead& head, bool head_request, std::chrono::milliseconds timeout) override;
@@ -56,6 +59,7 @@ class ClientConnection final : public http::ClientStream,
   http::BodyRead read_buffered_body(std::span<char> out) override;
   boost::asio::awaitable<http::BodyRead> read_body(std::span<char> out,
                                                    std::chrono::milliseconds timeout) override;
+  const http::HeaderMap* trailers() const noexcept override;
 
   /// True when the response was read completely and the connection may serve another request.
   bool reusable() const noexcept;
@@ -74,7 +78,8 @@ class ClientConnection final : public http::ClientStream,
  private:
   boost::asio::awaitable<boost::system::error_code> write(
       std::span<const boost::asio::const_buffer> bufs, std::chrono::milliseconds timeout);
-  boost::asio::awaitable<boost::system::error_code> read_more(std::chrono::milliseconds timeout);
+  boost::asio::awaitable<boost::system::error_code> read_more(
+      support::Deadline::Clock::time_point deadline);
 
   using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
   boost::asio::ip::tcp::socket& lowest() noexcept { return tls_ ? tls_->next_layer() : socket_; }
@@ -85,7 +90,8 @@ class ClientConnection final : public http::ClientStream,
   boost::asio::ip::tcp::socket socket_;  // until a TLS handshake moves it into tls_
   std::unique_ptr<TlsStream> tls_;
   boost::asio::ip::tcp::endpoint peer_;
-  support::Deadline deadline_;
+  support::Deadline read_deadline_;   // connect, then response reads
+  support::Deadline write_deadline_;  // request writes
   boost::beast::flat_buffer buffer_;
   std::string out_;
   http::ResponseHead* head_ = nullptr;
@@ -94,6 +100,7 @@ class ClientConnection final : public http::ClientStream,
   bool request_done_ = false;
   bool tunnel_ = false;  // after 101 Switching Protocols: raw bytes both ways
   bool failed_ = false;
+  int interim_ = 0;  // 1xx responses skipped for the current request
   std::uint64_t requests_ = 0;
   std::uint64_t rx_ = 0;
   Clock::time_point idle_since_{};

@@ -66,6 +66,10 @@ void RequestParser::on_field_impl(bhttp::field f, boost::beast::string_view name
     ec = bhttp::error::header_limit;
     return;
   }
+  if (header_done_) {  // the trailer section of a chunked body
+    if (http::trailer_allowed(name)) trailers_.add(name, value);
+    return;
+  }
   switch (f) {
     case bhttp::field::connection:
     case bhttp::field::proxy_connection:
@@ -90,6 +94,7 @@ void RequestParser::on_field_impl(bhttp::field f, boost::beast::string_view name
 }
 
 void RequestParser::on_header_impl(error_code&) {
+  header_done_ = true;
   if (this->chunked()) {
     head_.has_body = true;
     head_.content_length.reset();
@@ -118,6 +123,10 @@ void ResponseParser::on_field_impl(bhttp::field f, boost::beast::string_view nam
     ec = bhttp::error::header_limit;
     return;
   }
+  if (header_done_) {  // the trailer section of a chunked body
+    if (http::trailer_allowed(name)) trailers_.add(name, value);
+    return;
+  }
   if (f == bhttp::field::connection) {
     bool ka = false;
     scan_connection(value, conn_close_, ka, nullptr);
@@ -128,6 +137,7 @@ void ResponseParser::on_field_impl(bhttp::field f, boost::beast::string_view nam
 }
 
 void ResponseParser::on_header_impl(error_code&) {
+  header_done_ = true;
   if (this->chunked()) {
     head_.content_length.reset();
   } else if (auto len = this->content_length()) {

@@ -57,6 +57,8 @@ class RequestParser final : public BodySink<true> {
   int version() const noexcept { return version_; }
   /// A well-formed HTTP version other than 1.0 and 1.1 (answered 505, not 400).
   bool unsupported_version() const noexcept { return unsupported_version_; }
+  /// Fields of a chunked body's trailer section (parsed after the body).
+  const http::HeaderMap& trailers() const noexcept { return trailers_; }
 
  private:
   void on_request_impl(boost::beast::http::verb, boost::beast::string_view method,
@@ -68,10 +70,12 @@ class RequestParser final : public BodySink<true> {
   void on_header_impl(boost::system::error_code& ec) override;
 
   http::RequestHead& head_;
+  http::HeaderMap trailers_;
   std::uint32_t max_headers_;
   std::uint32_t fields_ = 0;
   int version_ = 11;
   int host_count_ = 0;
+  bool header_done_ = false;
   bool too_many_headers_ = false;
   bool conn_close_ = false;
   bool conn_keep_alive_ = false;
@@ -87,6 +91,8 @@ class ResponseParser final : public BodySink<false> {
       : head_(head), max_headers_(max_headers) {}
   bool connection_close() const noexcept { return conn_close_; }
   int version() const noexcept { return version_; }
+  /// Fields of a chunked body's trailer section (parsed after the body).
+  const http::HeaderMap& trailers() const noexcept { return trailers_; }
 
  private:
   void on_request_impl(boost::beast::http::verb, boost::beast::string_view,
@@ -98,10 +104,12 @@ class ResponseParser final : public BodySink<false> {
   void on_header_impl(boost::system::error_code& ec) override;
 
   http::ResponseHead& head_;
+  http::HeaderMap trailers_;
   std::uint32_t max_headers_;
   std::uint32_t fields_ = 0;
   int version_ = 11;
   bool conn_close_ = false;
+  bool header_done_ = false;
 };
 
 /// Checks a complete header block for what Beast tolerates but we refuse (RFC 9112):

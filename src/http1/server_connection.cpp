@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -26,6 +27,9 @@ namespace {
 
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+// Closing with request bytes unread: how long to keep draining them (half-closed) so that the
+// client reads the answer before the close, rather than a reset that may discard it.
+constexpr auto kLingerTime = std::chrono::seconds(2);
 
 bool body_forbidden(int status) {
   return (status >= 100 && status < 200) || status == 204 || status == 304;
@@ -41,7 +45,10 @@ ServerConnection::ServerConnection(tcp::socket&& socket, const config::Limits& l
       info_(std::move(info)),
       handler_(handler),
       registry_(registry),
-      deadline_(socket_.get_executor()) {
+      read_deadline_(socket_.get_executor()),
+      write_deadline_(socket_.get_executor()),
+      event_(socket_.get_executor()) {
+  info_.body_timeout = limits_.body_timeout;
   out_.reserve(1024);
   if (!initial.empty()) {
     auto space = buffer_.prepare(initial.size());
@@ -64,10 +71,12 @@ ServerConnection::~ServerConnection() {
 }
 
 void ServerConnection::start() {
-  deadline_.bind(weak_from_this(), [this] {
+  auto cancel = [this] {
     error_code ignored;
     lowest().cancel(ignored);
-  });
+  };
+  read_deadline_.bind(weak_from_this(), cancel);
+  write_deadline_.bind(weak_from_this(), cancel);
   asio::co_spawn(lowest().get_executor(), run(), [](std::exception_ptr e) {
     if (e) {
       try {
@@ -98,24 +107,44 @@ void ServerConnection::reset() noexcept {
 void ServerConnection::close() noexcept {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
-  deadline_.cancel();
+  observer_ = nullptr;
+  read_deadline_.cancel();
+  write_deadline_.cancel();
   error_code ignored;
   lowest().shutdown(tcp::socket::shutdown_both, ignored);
   lowest().close(ignored);
+  if (waiting_) event_.cancel();
+}
+
+asio::awaitable<void> ServerConnection::wait_event() {
+  ++waiting_;
+  event_.expires_at(asio::steady_timer::time_point::max());
+  co_await event_.async_wait(kAwait);
+  --waiting_;
 }
 
 asio::awaitable<error_code> ServerConnection::read_more() {
+  // The watch read (start_watch) may be in flight, or may have ended: its result is this read's.
+  const bool joined = watching_;
+  while (watching_ && state_ != State::Closed)
+    co_await wait_event();
+  if (watch_ec_) co_return std::exchange(watch_ec_, {});
+  if (state_ == State::Closed) co_return asio::error::not_connected;
+  if (joined) co_return error_code{};
   const std::size_t room = buffer_.max_size() - buffer_.size();
   if (room == 0) co_return bhttp::error::buffer_overflow;
   const auto space = buffer_.prepare(std::min(room, kReadChunk));
+  // Bound to read_cancel_, so cancel_read() ends a body read without touching a write.
   error_code ec;
   std::size_t n = 0;
   if (tls_)
-    std::tie(ec, n) = co_await tls_->async_read_some(space, kAwait);
+    std::tie(ec, n) = co_await tls_->async_read_some(
+        space, asio::bind_cancellation_slot(read_cancel_.slot(), kAwait));
   else
-    std::tie(ec, n) = co_await socket_.async_read_some(space, kAwait);
+    std::tie(ec, n) = co_await socket_.async_read_some(
+        space, asio::bind_cancellation_slot(read_cancel_.slot(), kAwait));
   if (ec) {
-    if (deadline_.expired()) co_return asio::error::timed_out;
+    if (read_deadline_.expired()) co_return asio::error::timed_out;
     co_return ec;
   }
   buffer_.commit(n);
@@ -124,18 +153,73 @@ asio::awaitable<error_code> ServerConnection::read_more() {
 }
 
 asio::awaitable<error_code> ServerConnection::write(std::span<const asio::const_buffer> bufs) {
-  deadline_.expires_after(limits_.body_timeout);
+  // One write at a time: a 100 Continue from the body reader may be in flight.
+  while (writing_ && state_ != State::Closed)
+    co_await wait_event();
+  if (state_ == State::Closed) co_return asio::error::not_connected;
+  writing_ = true;
+  write_deadline_.expires_after(limits_.body_timeout);
   error_code ec;
   std::size_t n = 0;
   if (tls_)
     std::tie(ec, n) = co_await asio::async_write(*tls_, bufs, kAwait);
   else
     std::tie(ec, n) = co_await asio::async_write(socket_, bufs, kAwait);
-  deadline_.clear();
+  write_deadline_.clear();
+  writing_ = false;
+  if (waiting_) event_.cancel();
   tx_ += n;
-  if (ec && deadline_.expired()) co_return asio::error::timed_out;
+  if (ec && write_deadline_.expired()) co_return asio::error::timed_out;
   co_return ec;
 }
+
+// ---- the watch: a read kept pending while a response is on its way ---------------------------
+
+void ServerConnection::start_watch() {
+  // Nothing to learn when the client has already sent more (pipelining): it is there.
+  if (watching_ || watch_ec_ || state_ != State::Serving || tunnel_ || !head_.upgrade.empty() ||
+      buffer_.size() > 0)
+    return;
+  const std::size_t room = buffer_.max_size() - buffer_.size();
+  if (room == 0) return;  // pipelined requests fill the buffer: nothing more to learn
+  watching_ = true;
+  const auto space = buffer_.prepare(std::min(room, kReadChunk));
+  auto done = [self = shared_from_this()](const error_code& ec, std::size_t n) {
+    self->on_watch(ec, n);
+  };
+  if (tls_)
+    tls_->async_read_some(space, std::move(done));
+  else
+    socket_.async_read_some(space, std::move(done));
+}
+
+void ServerConnection::on_watch(const error_code& ec, std::size_t n) {
+  watching_ = false;
+  if (waiting_) event_.cancel();
+  if (!ec) {
+    // The next request's first bytes (pipelining): the client is there. The watch ends, so
+    // that run() parses them as soon as this response is done.
+    buffer_.commit(n);
+    return;
+  }
+  watch_ec_ = read_deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+  // The client closed (or reset) its connection while its response was on its way.
+  if (state_ == State::Serving && !response_done_ && observer_) {
+    http::StreamObserver* o = std::exchange(observer_, nullptr);
+    o->on_client_reset();
+  }
+}
+
+void ServerConnection::set_observer(http::StreamObserver* observer) noexcept {
+  observer_ = observer;
+  if (observer && parser_ && parser_->is_done()) start_watch();
+}
+
+void ServerConnection::body_complete() noexcept {
+  if (observer_) start_watch();
+}
+
+// ---- connection loop ----------------------------------------------------------------------
 
 int ServerConnection::status_for(const error_code& ec) const {
   if (ec == asio::error::timed_out) return 408;
@@ -166,23 +250,46 @@ asio::awaitable<void> ServerConnection::run() {
     if (drain_requested_ || registry_.draining()) break;
     rx_ = 0;
     tx_ = 0;
-    if (buffer_.size() == 0) {
-      deadline_.expires_after(limits_.idle_timeout);
+    if (buffer_.size() == 0 || watching_ || watch_ec_) {
+      read_deadline_.expires_after(limits_.idle_timeout);
       error_code ec = co_await read_more();
       if (ec) break;  // idle timeout, client gone, or drain: close quietly
     }
-    if (!co_await read_head()) break;
+    const bool head = co_await read_head();
+    if (!head) break;
 
     state_ = State::Serving;
     co_await handler_.serve(*this);
+    observer_ = nullptr;
     if (state_ == State::Closed) break;
     if (!response_started_) {
       co_await reply_error(500, "handler sent no response");
       break;
     }
+    // The request body was not read to its end: what follows it cannot be parsed.
+    if (read_cancelled_ || (parser_ && !parser_->is_done())) {
+      linger_ = true;
+      break;
+    }
     if (!response_done_ || close_after_) break;
   }
+  if (linger_) co_await linger();
   close();
+}
+
+// Closes the sending side and drains what the client still sends for a moment, so that closing
+// with unread bytes does not reset the connection before the client has read the answer
+// (RFC 9112 section 9.6).
+asio::awaitable<void> ServerConnection::linger() {
+  if (state_ == State::Closed || tunnel_) co_return;
+  error_code ignored;
+  lowest().shutdown(tcp::socket::shutdown_send, ignored);
+  read_deadline_.expires_after(kLingerTime);
+  for (;;) {
+    buffer_.clear();
+    const error_code ec = co_await read_more();
+    if (ec) break;
+  }
 }
 
 // Reads and validates one request head. Returns false when the connection must close (an
@@ -200,8 +307,8 @@ asio::awaitable<bool> ServerConnection::read_head() {
   else
     parser_->body_limit(boost::none);
   response_started_ = response_done_ = response_chunked_ = sent_continue_ = false;
-  close_after_ = false;
-  deadline_.expires_after(limits_.header_timeout);
+  close_after_ = read_cancelled_ = false;
+  read_deadline_.expires_after(limits_.header_timeout);
 
   for (;;) {
     error_code ec;
@@ -241,7 +348,7 @@ asio::awaitable<bool> ServerConnection::read_head() {
       co_return false;
     }
   }
-  deadline_.clear();
+  read_deadline_.clear();
 
   // Framing and semantics Beast accepts but RFC 9112 makes us refuse.
   if (head_.target.size() > limits_.max_uri_bytes) {
@@ -301,12 +408,56 @@ asio::awaitable<void> ServerConnection::reply_error(int status, std::string_view
   std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(body)};
   co_await write(bufs);
   close_after_ = true;
-  // Let the client read the answer before the close (a RST could discard it).
-  error_code ignored;
-  lowest().shutdown(tcp::socket::shutdown_send, ignored);
+  linger_ = true;  // the client may be sending more: let it read the answer first
 }
 
-asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out) {
+// ---- the request body -----------------------------------------------------------------------
+
+// Decodes body bytes already buffered into `out`, without I/O.
+http::BodyRead ServerConnection::parse_buffered(std::span<char> out) {
+  http::BodyRead r;
+  parser_->set_output(out);
+  while (buffer_.size() > 0) {
+    error_code ec;
+    std::size_t n = parser_->put(buffer_.data(), ec);
+    buffer_.consume(n);
+    if (ec && ec != bhttp::error::need_more && ec != bhttp::error::need_buffer) {
+      r.ec = ec;
+      break;
+    }
+    // The parser took framing only (a chunk header, say): what is buffered may hold more.
+    if (n == 0 || parser_->produced() > 0 || parser_->is_done()) break;
+  }
+  r.bytes = parser_->produced();
+  r.last = !r.ec && parser_->is_done();
+  return r;
+}
+
+http::BodyRead ServerConnection::read_buffered_body(std::span<char> out) {
+  http::BodyRead r;
+  if (tunnel_ || read_cancelled_ || state_ == State::Closed) return r;
+  if (!parser_ || parser_->is_done()) {
+    r.last = true;
+    return r;
+  }
+  r = parse_buffered(out);
+  if (r.last) body_complete();
+  return r;
+}
+
+const http::HeaderMap* ServerConnection::request_trailers() const noexcept {
+  if (!parser_ || !parser_->is_done() || parser_->trailers().empty()) return nullptr;
+  return &parser_->trailers();
+}
+
+void ServerConnection::cancel_read() noexcept {
+  if (tunnel_) return;
+  read_cancelled_ = true;
+  if (reading_body_) read_cancel_.emit(asio::cancellation_type::terminal);
+}
+
+asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out,
+                                                            std::chrono::milliseconds timeout) {
   http::BodyRead r;
   if (tunnel_) {
     // Upgraded: the client's bytes as they come; the proxy watches the tunnel's idle time.
@@ -319,6 +470,7 @@ asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out)
       buffer_.consume(r.bytes);
       co_return r;
     }
+    read_deadline_.expires_after(timeout);
     error_code ec;
     if (tls_)
       std::tie(ec, r.bytes) =
@@ -326,11 +478,16 @@ asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out)
     else
       std::tie(ec, r.bytes) =
           co_await socket_.async_read_some(asio::buffer(out.data(), out.size()), kAwait);
+    read_deadline_.clear();
     rx_ += r.bytes;
     if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
       r.last = true;
-    else
-      r.ec = ec;
+    else if (ec)
+      r.ec = read_deadline_.expired() ? error_code(asio::error::timed_out) : ec;
+    co_return r;
+  }
+  if (read_cancelled_) {
+    r.ec = asio::error::operation_aborted;
     co_return r;
   }
   if (!parser_ || parser_->is_done() || state_ == State::Closed) {
@@ -341,41 +498,33 @@ asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out)
     sent_continue_ = true;
     static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
     std::array<asio::const_buffer, 1> bufs{asio::buffer(k100.data(), k100.size())};
-    if (error_code ec = co_await write(bufs)) {
-      r.ec = ec;
-      co_return r;
-    }
-  }
-  parser_->set_output(out);
-  for (;;) {
-    if (buffer_.size() > 0) {
-      error_code ec;
-      std::size_t n = parser_->put(buffer_.data(), ec);
-      buffer_.consume(n);
-      if (ec && ec != bhttp::error::need_more && ec != bhttp::error::need_buffer) {
-        r.ec = ec;
-        r.bytes = parser_->produced();
-        co_return r;
-      }
-      if (parser_->produced() > 0 || parser_->is_done()) break;
-      // The parser took framing only (a chunk header, say): what is buffered may hold more.
-      if (n > 0) continue;
-    }
-    if (parser_->produced() > 0 || parser_->is_done()) break;
-    deadline_.expires_after(limits_.body_timeout);
-    error_code ec = co_await read_more();
-    deadline_.clear();
-    if (ec == bhttp::error::buffer_overflow) ec = bhttp::error::bad_chunk;
-    if (ec == asio::error::eof) ec = bhttp::error::partial_message;
+    const error_code ec = co_await write(bufs);
     if (ec) {
       r.ec = ec;
       co_return r;
     }
   }
-  r.bytes = parser_->produced();
-  r.last = parser_->is_done();
+  reading_body_ = true;
+  for (;;) {
+    r = parse_buffered(out);
+    if (r.ec || r.bytes > 0 || r.last) break;
+    read_deadline_.expires_after(timeout);
+    error_code ec = co_await read_more();
+    read_deadline_.clear();
+    if (read_cancelled_) ec = asio::error::operation_aborted;
+    if (ec == bhttp::error::buffer_overflow) ec = bhttp::error::bad_chunk;
+    if (ec == asio::error::eof) ec = bhttp::error::partial_message;
+    if (ec) {
+      r.ec = ec;
+      break;
+    }
+  }
+  reading_body_ = false;
+  if (r.last) body_complete();
   co_return r;
 }
+
+// ---- the response ---------------------------------------------------------------------------
 
 asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& head,
                                                             std::span<const char> body,
@@ -387,10 +536,13 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
     tunnel_ = true;
     keep_alive_ = false;
   }
-  // Close when the client asked, when draining, or when the request body was not read to the
-  // end (its remaining bytes would be taken for the next request).
-  close_after_ =
-      !keep_alive_ || drain_requested_ || registry_.draining() || (parser_ && !parser_->is_done());
+  // Close when the client asked or when draining. An error answer while the request body is
+  // still arriving closes too: its remaining bytes will not be read (they would be taken for
+  // the next request). A success answer may yet see the body end (a streaming echo); if it does
+  // not, the connection closes after the response without having said so.
+  const bool body_pending = parser_ && !parser_->is_done();
+  close_after_ = !keep_alive_ || drain_requested_ || registry_.draining() ||
+                 (body_pending && (head.status >= 300 || read_cancelled_));
   const bool no_body = head_request_ || body_forbidden(head.status) || !head.has_body;
 
   out_.clear();
@@ -438,7 +590,8 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
   std::span<const char> payload = no_body ? std::span<const char>{} : body;
   FrameBuffers bufs;
   std::size_t nbufs = frame_body(out_, payload, response_chunked_, end_stream, bufs);
-  error_code ec = co_await write({bufs.data(), nbufs});
+  const std::span<const asio::const_buffer> frames(bufs.data(), nbufs);
+  error_code ec = co_await write(frames);
   if (ec) {
     close();
     co_return ec;
@@ -453,7 +606,8 @@ asio::awaitable<error_code> ServerConnection::send_body(std::span<const char> bo
   if (tunnel_) {
     if (!body.empty()) {
       std::array<asio::const_buffer, 1> bufs{asio::buffer(body.data(), body.size())};
-      if (error_code ec = co_await write(bufs)) {
+      const error_code ec = co_await write(bufs);
+      if (ec) {
         close();
         co_return ec;
       }
@@ -473,7 +627,8 @@ asio::awaitable<error_code> ServerConnection::send_body(std::span<const char> bo
   FrameBuffers bufs;
   std::size_t nbufs = frame_body(out_, body, response_chunked_, end_stream, bufs);
   if (nbufs > 0) {
-    error_code ec = co_await write({bufs.data(), nbufs});
+    const std::span<const asio::const_buffer> frames(bufs.data(), nbufs);
+    error_code ec = co_await write(frames);
     if (ec) {
       close();
       co_return ec;
@@ -485,10 +640,11 @@ asio::awaitable<error_code> ServerConnection::send_body(std::span<const char> bo
 
 asio::awaitable<error_code> ServerConnection::send_trailers(const http::HeaderMap& trailers) {
   if (state_ == State::Closed) co_return asio::error::not_connected;
-  if (!response_chunked_ || head_request_ || response_done_) co_return co_await send_body({}, true);
+  if (!response_chunked_ || head_request_ || response_done_)
+    co_return co_await send_body(std::span<const char>(), true);
   out_.assign("0\r\n");
   for (const auto& t : trailers) {
-    if (http::is_hop_by_hop(t.name) || http::iequals(t.name, "content-length")) continue;
+    if (!http::trailer_allowed(t.name)) continue;
     out_ += t.name;
     out_ += ": ";
     out_ += t.value;
@@ -496,7 +652,8 @@ asio::awaitable<error_code> ServerConnection::send_trailers(const http::HeaderMa
   }
   out_ += "\r\n";
   std::array<asio::const_buffer, 1> bufs{asio::buffer(out_)};
-  if (error_code ec = co_await write(bufs)) {
+  const error_code ec = co_await write(bufs);
+  if (ec) {
     close();
     co_return ec;
   }

@@ -1,15 +1,21 @@
 // HTTP/1.1 downstream connection: reads requests with Beast's parser (strict framing, limits,
 // timeouts), hands each one to the StreamHandler as an http::ServerStream, and writes the
 // response with Content-Length or chunked framing. Requests on one connection are served one
-// after another, so pipelined requests are answered in order. Owning worker thread only.
+// after another, so pipelined requests are answered in order. The request body may be read
+// while the response is written (full duplex); once the body is read, a read stays pending so
+// that a client closing its connection is noticed (and told to the stream's observer). A
+// connection closed with request bytes unread lingers (half-closed, draining input for a
+// moment) so the client can read the answer. Owning worker thread only.
 #pragma once
 
 #include <memory>
 #include <optional>
 #include <string>
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include "http1/parser.h"
@@ -51,13 +57,24 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   boost::asio::awaitable<void> reply_error(int status, std::string_view details);
   boost::asio::awaitable<boost::system::error_code> write(
       std::span<const boost::asio::const_buffer> bufs);
+  boost::asio::awaitable<void> wait_event();
+  boost::asio::awaitable<void> linger();
   int status_for(const boost::system::error_code& ec) const;
+  http::BodyRead parse_buffered(std::span<char> out);
+  void body_complete() noexcept;
+  void start_watch();
+  void on_watch(const boost::system::error_code& ec, std::size_t n);
   void close() noexcept;
 
   // http::ServerStream
   http::RequestHead& request() noexcept override { return head_; }
   const http::ConnectionInfo& connection() const noexcept override { return info_; }
-  boost::asio::awaitable<http::BodyRead> read_body(std::span<char> out) override;
+  boost::asio::awaitable<http::BodyRead> read_body(std::span<char> out,
+                                                   std::chrono::milliseconds timeout) override;
+  http::BodyRead read_buffered_body(std::span<char> out) override;
+  const http::HeaderMap* request_trailers() const noexcept override;
+  void cancel_read() noexcept override;
+  void set_observer(http::StreamObserver* observer) noexcept override;
   boost::asio::awaitable<boost::system::error_code> send_response(http::ResponseHead& head,
                                                                   std::span<const char> body,
                                                                   bool end_stream) override;
@@ -78,9 +95,16 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   http::ConnectionInfo info_;
   http::StreamHandler& handler_;
   http::ConnectionRegistry& registry_;
-  support::Deadline deadline_;
+  support::Deadline read_deadline_;   // head, idle, body and lingering reads
+  support::Deadline write_deadline_;  // a write that makes no progress (limits.body_timeout)
+  // Wakes a writer waiting for its turn (a 100 Continue in flight) and run() waiting for the
+  // watch read to complete.
+  boost::asio::steady_timer event_;
+  boost::asio::cancellation_signal read_cancel_;  // cancel_read(): the body read only
   boost::beast::flat_buffer buffer_;
   std::string out_;  // serialized response head (+ chunk framing), reused
+  http::StreamObserver* observer_ = nullptr;
+  boost::system::error_code watch_ec_;  // how the watch read ended, for run() to see
 
   http::RequestHead head_;
   std::optional<RequestParser> parser_;
@@ -93,9 +117,15 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   bool response_done_ = false;
   bool sent_continue_ = false;
   bool drain_requested_ = false;
-  bool tunnel_ = false;   // after 101 Switching Protocols
-  std::uint64_t rx_ = 0;  // bytes of the current request
-  std::uint64_t tx_ = 0;  // bytes of the current response
+  bool tunnel_ = false;  // after 101 Switching Protocols
+  bool writing_ = false;
+  bool reading_body_ = false;
+  bool read_cancelled_ = false;  // the rest of the request body is not wanted
+  bool watching_ = false;        // the watch read is in flight
+  bool linger_ = false;          // close lingering: the client may still be sending
+  std::uint32_t waiting_ = 0;    // coroutines waiting on event_
+  std::uint64_t rx_ = 0;         // bytes of the current request
+  std::uint64_t tx_ = 0;         // bytes of the current response
 };
 
 }  // namespace turnpike::http1

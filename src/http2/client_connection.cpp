@@ -31,6 +31,8 @@ constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kOutMax = 64 * 1024;
 constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
+// Interim (1xx) responses skipped before the final one; more is a hostile backend.
+constexpr int kMaxInterim = 16;
 
 }  // namespace
 
@@ -39,7 +41,9 @@ constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
 class ClientConnection::Stream final : public http::ClientStream {
  public:
   explicit Stream(std::shared_ptr<ClientConnection> c)
-      : conn_(std::move(c)), event_(conn_->write_event_.get_executor()) {
+      : conn_(std::move(c)),
+        read_event_(conn_->write_event_.get_executor()),
+        send_event_(conn_->write_event_.get_executor()) {
     ++conn_->streams_;
   }
   ~Stream() override {
@@ -64,6 +68,8 @@ class ClientConnection::Stream final : public http::ClientStream {
                                            std::chrono::milliseconds timeout) override;
   asio::awaitable<error_code> send_body(std::span<const char> body, bool end_stream,
                                         std::chrono::milliseconds timeout) override;
+  asio::awaitable<error_code> send_trailers(const http::HeaderMap& trailers,
+                                            std::chrono::milliseconds timeout) override;
   asio::awaitable<error_code> read_response_head(http::ResponseHead& head, bool head_request,
                                                  std::chrono::milliseconds timeout) override;
   http::BodyRead read_buffered_body(std::span<char> out) override;
@@ -73,18 +79,26 @@ class ClientConnection::Stream final : public http::ClientStream {
     return has_trailers_ ? &trailers_ : nullptr;
   }
   std::uint64_t response_bytes() const noexcept override { return rx_; }
+  bool refused() const noexcept override {
+    return closed_ && close_code_ == NGHTTP2_REFUSED_STREAM && !headers_done_;
+  }
   void close() noexcept override { abandon(NGHTTP2_CANCEL); }
 
   bool complete() const noexcept { return closed_ && in_done_ && close_code_ == 0; }
   std::size_t unread() const noexcept { return in_.size() - in_off_; }
+  // The request (sending) and the response (reading) may wait at the same time, each on its
+  // own event.
   void wake() noexcept {
-    if (waiting_) event_.cancel();
+    if (read_waiting_) read_event_.cancel();
+    if (send_waiting_) send_event_.cancel();
   }
-  asio::awaitable<bool> wait_until(Clock::time_point deadline) {
-    event_.expires_at(deadline);
-    waiting_ = true;
-    co_await event_.async_wait(kAwait);
-    waiting_ = false;
+  asio::awaitable<bool> wait_until(Clock::time_point deadline, bool sending) {
+    asio::steady_timer& ev = sending ? send_event_ : read_event_;
+    bool& waiting = sending ? send_waiting_ : read_waiting_;
+    ev.expires_at(deadline);
+    waiting = true;
+    co_await ev.async_wait(kAwait);
+    waiting = false;
     co_return Clock::now() < deadline;
   }
   error_code failure() const noexcept {
@@ -107,11 +121,14 @@ class ClientConnection::Stream final : public http::ClientStream {
   http::BodyRead take(std::span<char> out);
 
   std::shared_ptr<ClientConnection> conn_;
-  asio::steady_timer event_;
+  asio::steady_timer read_event_;
+  asio::steady_timer send_event_;
   std::int32_t id_ = 0;
   // Request body: the proxy's bytes nghttp2 has not taken yet.
   std::span<const char> pending_;
   bool eof_ = false;
+  http::HeaderMap req_trailers_;  // sent when the body ends (send_trailers)
+  bool has_req_trailers_ = false;
   // Response.
   int status_ = 0;
   http::HeaderMap headers_;
@@ -120,6 +137,8 @@ class ClientConnection::Stream final : public http::ClientStream {
   std::optional<std::uint64_t> content_length_;
   std::uint64_t header_bytes_ = 0;
   bool headers_done_ = false;
+  bool head_end_stream_ = false;  // the final response head ended the stream: no body
+  int interim_ = 0;
   std::string in_;
   std::size_t in_off_ = 0;
   bool in_done_ = false;
@@ -127,7 +146,8 @@ class ClientConnection::Stream final : public http::ClientStream {
   std::uint32_t close_code_ = 0;
   bool rst_sent_ = false;
   bool abandoned_ = false;
-  bool waiting_ = false;
+  bool read_waiting_ = false;
+  bool send_waiting_ = false;
   std::uint64_t rx_ = 0;
 };
 
@@ -140,7 +160,8 @@ asio::awaitable<error_code> ClientConnection::Stream::drain_pending(
       pending_ = {};
       co_return failure();
     }
-    if (!co_await wait_until(deadline) && pending_.size() == left) {
+    const bool woken = co_await wait_until(deadline, true);
+    if (!woken && pending_.size() == left) {
       abandon(NGHTTP2_CANCEL);
       co_return asio::error::timed_out;
     }
@@ -155,7 +176,8 @@ asio::awaitable<error_code> ClientConnection::Stream::drain_pending(
 asio::awaitable<error_code> ClientConnection::Stream::send_request(
     const http::RequestHead& head, std::string_view path_and_query, std::span<const char> body,
     bool end_stream, std::chrono::milliseconds timeout) {
-  if (auto ec = co_await conn_->wait_ready(Clock::now() + timeout)) co_return ec;
+  const error_code ready = co_await conn_->wait_ready(Clock::now() + timeout);
+  if (ready) co_return ready;
   if (conn_->closed_ || abandoned_) co_return failure();
   ClientConnection& c = *conn_;
   const std::string* host = head.headers.get("host");
@@ -188,10 +210,18 @@ asio::awaitable<error_code> ClientConnection::Stream::send_request(
     if (n > 0) std::memcpy(buf, s->pending_.data(), n);
     s->pending_ = s->pending_.subspan(n);
     if (s->pending_.empty()) {
-      if (s->eof_)
+      if (s->eof_) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-      else if (n == 0)
+        if (s->has_req_trailers_) {
+          HeaderBlock tva;
+          tva.reserve(s->req_trailers_.size());
+          tva.add_fields(s->req_trailers_);
+          if (nghttp2_submit_trailer(session, id, tva.data(), tva.size()) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+      } else if (n == 0) {
         return NGHTTP2_ERR_DEFERRED;
+      }
       s->wake();
     }
     return static_cast<ssize_t>(n);
@@ -222,12 +252,26 @@ asio::awaitable<error_code> ClientConnection::Stream::send_body(std::span<const 
   co_return co_await drain_pending(timeout);
 }
 
+asio::awaitable<error_code> ClientConnection::Stream::send_trailers(
+    const http::HeaderMap& trailers, std::chrono::milliseconds timeout) {
+  if (broken()) co_return failure();
+  if (eof_) co_return error_code{};
+  req_trailers_ = trailers;
+  has_req_trailers_ = true;
+  co_return co_await send_body(std::span<const char>(), true, timeout);
+}
+
 asio::awaitable<error_code> ClientConnection::Stream::read_response_head(
     http::ResponseHead& head, bool head_request, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (!headers_done_) {
+    if (interim_ > kMaxInterim) {
+      abandon(NGHTTP2_PROTOCOL_ERROR);
+      co_return boost::beast::http::error::bad_status;
+    }
     if (broken()) co_return failure();
-    if (!co_await wait_until(deadline) && !headers_done_) {
+    const bool woken = co_await wait_until(deadline, false);
+    if (!woken && !headers_done_) {
       abandon(NGHTTP2_CANCEL);
       co_return asio::error::timed_out;
     }
@@ -237,7 +281,9 @@ asio::awaitable<error_code> ClientConnection::Stream::read_response_head(
   head.headers = std::move(headers_);
   head.content_length = content_length_;
   const bool forbidden = status_ == 204 || status_ == 304;
-  head.has_body = !head_request && !forbidden && !(in_done_ && unread() == 0);
+  // A body (or trailers) follows unless the head ended the stream: a response of HEADERS and
+  // trailers only has a body of no bytes, and its trailers still reach the client.
+  head.has_body = !head_request && !forbidden && !head_end_stream_;
   co_return error_code{};
 }
 
@@ -273,7 +319,8 @@ asio::awaitable<http::BodyRead> ClientConnection::Stream::read_body(
   for (;;) {
     http::BodyRead r = take(out);
     if (r.bytes > 0 || r.last || r.ec) co_return r;
-    if (!co_await wait_until(deadline) && unread() == 0 && !in_done_) {
+    const bool woken = co_await wait_until(deadline, false);
+    if (!woken && unread() == 0 && !in_done_) {
       abandon(NGHTTP2_CANCEL);
       r.ec = asio::error::timed_out;
       co_return r;
@@ -338,9 +385,12 @@ struct ClientConnection::Callbacks {
           s->status_ = 0;
           s->headers_.clear();
           s->header_bytes_ = 0;
+          ++s->interim_;
+          s->wake();
           return 0;
         }
         s->headers_done_ = true;
+        s->head_end_stream_ = end_stream;
       }
       if (end_stream) s->in_done_ = true;
       s->wake();

@@ -72,7 +72,16 @@ class ServerConnection::Stream final : public http::ServerStream {
 
   http::RequestHead& request() noexcept override { return head; }
   const http::ConnectionInfo& connection() const noexcept override { return conn_.info_; }
-  asio::awaitable<http::BodyRead> read_body(std::span<char> out) override;
+  asio::awaitable<http::BodyRead> read_body(std::span<char> out,
+                                            std::chrono::milliseconds timeout) override;
+  http::BodyRead read_buffered_body(std::span<char> out) override;
+  const http::HeaderMap* request_trailers() const noexcept override {
+    return in_done_ && !req_trailers_.empty() ? &req_trailers_ : nullptr;
+  }
+  void cancel_read() noexcept override {
+    read_cancelled_ = true;
+    wake();
+  }
   asio::awaitable<error_code> send_response(http::ResponseHead& h, std::span<const char> body,
                                             bool end_stream) override;
   asio::awaitable<error_code> send_body(std::span<const char> body, bool end_stream) override;
@@ -142,9 +151,11 @@ class ServerConnection::Stream final : public http::ServerStream {
   std::string in_;
   std::size_t in_off_ = 0;
   std::uint64_t in_total_ = 0;
+  http::HeaderMap req_trailers_;
   bool in_done_ = false;
   bool body_too_large_ = false;
-  bool reading_ = false;  // a handler runs and may read the body
+  bool reading_ = false;         // a handler runs and may read the body
+  bool read_cancelled_ = false;  // the handler wants no more of the body
 
   // Response body: the handler's bytes the codec has not taken yet.
   std::span<const char> pending_;
@@ -160,6 +171,7 @@ class ServerConnection::Stream final : public http::ServerStream {
   bool closed_ = false;  // nghttp2 closed the stream
   std::uint32_t close_code_ = 0;
   bool rst_sent_ = false;
+  bool counted_reset_ = false;  // in conn_.reset_handlers_
   bool read_waiting_ = false;
   bool send_waiting_ = false;
   http::StreamObserver* observer_ = nullptr;
@@ -227,7 +239,8 @@ asio::awaitable<error_code> ServerConnection::Stream::drain_pending() {
       pending_ = {};
       co_return asio::error::connection_reset;
     }
-    if (!co_await wait_until(deadline, true)) {
+    const bool woken = co_await wait_until(deadline, true);
+    if (!woken) {
       if (pending_.size() == left) {
         // The client kept its window closed for body_timeout: give up on this stream only.
         reset_with(NGHTTP2_CANCEL);
@@ -242,43 +255,50 @@ asio::awaitable<error_code> ServerConnection::Stream::drain_pending() {
   co_return error_code{};
 }
 
-asio::awaitable<http::BodyRead> ServerConnection::Stream::read_body(std::span<char> out) {
+http::BodyRead ServerConnection::Stream::read_buffered_body(std::span<char> out) {
   http::BodyRead r;
-  // A WebSocket stream idles as long as its tunnel allows (the proxy watches that).
-  auto deadline =
-      head.upgrade.empty() ? Clock::now() + conn_.limits_.body_timeout : Clock::time_point::max();
+  if (body_too_large_ || read_cancelled_) return r;
+  if (unread() > 0) {
+    const std::size_t n = std::min(out.size(), unread());
+    std::memcpy(out.data(), in_.data() + in_off_, n);
+    in_off_ += n;
+    if (in_off_ == in_.size()) {
+      in_.clear();
+      in_off_ = 0;
+    }
+    if (!conn_.closed_) {
+      // Return the bytes to the client's flow-control windows.
+      if (closed_ || nghttp2_session_consume(conn_.session_, id_, n) != 0)
+        nghttp2_session_consume_connection(conn_.session_, n);
+      conn_.signal_write();
+    }
+    r.bytes = n;
+  }
+  r.last = in_done_ && unread() == 0;
+  return r;
+}
+
+asio::awaitable<http::BodyRead> ServerConnection::Stream::read_body(
+    std::span<char> out, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
   for (;;) {
+    http::BodyRead r;
+    if (read_cancelled_) {
+      r.ec = asio::error::operation_aborted;
+      co_return r;
+    }
     if (body_too_large_) {
       r.ec = boost::beast::http::error::body_limit;
       co_return r;
     }
-    if (unread() > 0) {
-      const std::size_t n = std::min(out.size(), unread());
-      std::memcpy(out.data(), in_.data() + in_off_, n);
-      in_off_ += n;
-      if (in_off_ == in_.size()) {
-        in_.clear();
-        in_off_ = 0;
-      }
-      if (!conn_.closed_) {
-        // Return the bytes to the client's flow-control windows.
-        if (closed_ || nghttp2_session_consume(conn_.session_, id_, n) != 0)
-          nghttp2_session_consume_connection(conn_.session_, n);
-        conn_.signal_write();
-      }
-      r.bytes = n;
-      r.last = in_done_ && unread() == 0;
-      co_return r;
-    }
-    if (in_done_) {
-      r.last = true;
-      co_return r;
-    }
+    r = read_buffered_body(out);
+    if (r.bytes > 0 || r.last) co_return r;
     if (closed_ || conn_.closed_ || rst_sent_) {
       r.ec = boost::beast::http::error::partial_message;
       co_return r;
     }
-    if (!co_await wait_until(deadline, false)) {
+    const bool woken = co_await wait_until(deadline, false);
+    if (!woken) {
       r.ec = asio::error::timed_out;
       co_return r;
     }
@@ -362,9 +382,13 @@ struct ServerConnection::Callbacks {
     s->rx_ += namelen + valuelen + 2;
     if (s->header_bytes > c.limits_.max_header_bytes || ++s->header_count > c.limits_.max_headers)
       s->too_large = true;
-    if (s->too_large || s->headers_done) return 0;  // over the limit, or trailers: not kept
+    if (s->too_large) return 0;  // over the limit: answered 431, or the trailers dropped
     const std::string_view name(reinterpret_cast<const char*>(name_p), namelen);
     const std::string_view value(reinterpret_cast<const char*>(value_p), valuelen);
+    if (s->headers_done) {  // trailers (nghttp2 refused pseudo-headers in them)
+      if (http::trailer_allowed(name)) s->req_trailers_.add(name, value);
+      return 0;
+    }
     http::RequestHead& h = s->head;
     if (!name.empty() && name[0] == ':') {
       if (name == ":method")
@@ -436,7 +460,7 @@ struct ServerConnection::Callbacks {
                            const std::uint8_t* data, std::size_t len, void* user) {
     ServerConnection& c = self(user);
     Stream* s = stream(session, id);
-    if (!s || !s->reading_ || s->response_done_) {
+    if (!s || !s->reading_ || s->response_done_ || s->read_cancelled_) {
       // Nobody will read it: give the window back now.
       nghttp2_session_consume(session, id, len);
       return 0;
@@ -484,6 +508,10 @@ struct ServerConnection::Callbacks {
     if (!s) return 0;
     s->closed_ = true;
     s->close_code_ = code;
+    if (code != NGHTTP2_NO_ERROR && s->reading_ && !s->counted_reset_) {
+      s->counted_reset_ = true;
+      ++c.reset_handlers_;
+    }
     if (const std::size_t left = s->unread()) nghttp2_session_consume_connection(session, left);
     s->in_.clear();
     s->in_off_ = 0;
@@ -643,8 +671,8 @@ int ServerConnection::on_begin_frame(std::uint8_t type, std::uint8_t flags, std:
 
 int ServerConnection::on_begin_headers(std::int32_t stream_id) {
   // nghttp2 counts open streams; a stream the client reset may still have its handler working
-  // upstream, so the cap applies to handlers too (rapid reset cannot pile up work).
-  if (handlers_ >= settings_.max_concurrent_streams || draining_) {
+  // upstream, so the cap applies to those handlers too (rapid reset cannot pile up work).
+  if (streams_.size() + reset_handlers_ >= settings_.max_concurrent_streams || draining_) {
     nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_REFUSED_STREAM);
     if (!take_token(reset_tokens_, reset_refill_, settings_.max_resets_per_second,
                     settings_.max_resets_burst)) {
@@ -737,6 +765,10 @@ asio::awaitable<void> ServerConnection::serve_stream(std::shared_ptr<Stream> sp)
     s.reset();
   }
   s.reading_ = false;
+  if (s.counted_reset_) {
+    s.counted_reset_ = false;
+    --reset_handlers_;
+  }
   if (!s.response_started_) {
     s.reset();
   } else if (!s.eof_ && !s.no_body_) {

@@ -88,6 +88,11 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   std::map<std::int32_t, std::shared_ptr<Stream>> streams_;  // open nghttp2 streams
   std::string out_;                                          // frames for the next write
   std::uint32_t handlers_ = 0;  // streams whose handler is still running
+  // Handlers still running for streams the client reset (or that otherwise closed in error):
+  // they may still be cancelling upstream work, so they count against max_concurrent_streams
+  // (rapid reset cannot pile up work). A handler finishing a stream that ended normally does
+  // not: the client may already use that stream's slot.
+  std::uint32_t reset_handlers_ = 0;
   bool write_wake_ = false;
   bool writer_waiting_ = false;
   bool writer_done_ = false;

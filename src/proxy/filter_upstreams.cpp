@@ -48,7 +48,7 @@ asio::awaitable<filters::FetchResult> get(WorkerContext& ctx, std::string cluste
   req.has_body = false;
   auto conn = std::move(lease.conn);
   http::ResponseHead resp;
-  auto ec = co_await conn->send_request(req, target, {}, true, left());
+  auto ec = co_await conn->send_request(req, target, std::span<const char>(), true, left());
   if (!ec) ec = co_await conn->read_response_head(resp, false, left());
   if (ec) {
     conn->close();
@@ -69,7 +69,7 @@ asio::awaitable<filters::FetchResult> get(WorkerContext& ctx, std::string cluste
     }
     r.body.append(buf, chunk.bytes);
     if (chunk.last) break;
-    chunk = co_await conn->read_body({buf, sizeof buf}, left());
+    chunk = co_await conn->read_body(std::span<char>(buf), left());
   }
   if (ec || !r.error.empty() || !chunk.last) {
     conn->close();

@@ -1,7 +1,8 @@
-// The per-request state machine, codec-neutral: route, filter chain, then a local answer
-// (respond, redirect, errors) or the upstream exchange with streamed bodies, deadlines and one
-// retry of a stale pooled connection; then exactly one access log line. One Proxy per worker;
-// each serve() call is one request. Owning worker thread only.
+// The per-request state machine, codec-neutral, in named phases: listener filters, route, route
+// filters, then the route's action — a local answer (respond, redirect) or the upstream
+// exchange (proxy/exchange.h) — and exactly one access log line. Failures become local replies
+// in one place per phase (proxy/local_reply.h). One Proxy per worker; each serve() call is one
+// request. Owning worker thread only.
 #pragma once
 
 #include <string_view>
@@ -11,6 +12,9 @@
 #include "turnpike/http/stream.h"
 
 namespace turnpike::proxy {
+
+struct RequestState;
+struct FilterRun;
 
 class Proxy final : public http::StreamHandler {
  public:
@@ -22,6 +26,17 @@ class Proxy final : public http::StreamHandler {
                    std::uint64_t bytes_out) noexcept override;
 
  private:
+  // The phases of serve(). Each returns true when it answered the request.
+  void begin(RequestState& x);
+  boost::asio::awaitable<bool> listener_filters(RequestState& x);
+  boost::asio::awaitable<bool> route(RequestState& x);
+  boost::asio::awaitable<bool> route_filters(RequestState& x);
+  boost::asio::awaitable<void> act(RequestState& x);
+  boost::asio::awaitable<void> forward(RequestState& x);
+  void log(RequestState& x);
+
+  FilterRun& start_filters(RequestState& x);
+
   WorkerContext& ctx_;
   FilterUpstreams upstreams_;  // filters' own requests (JWKS fetches)
 };

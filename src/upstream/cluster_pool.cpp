@@ -57,7 +57,8 @@ EndpointState& ClusterPool::pick() noexcept {
   return *best;
 }
 
-asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool allow_reuse) {
+asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool allow_reuse,
+                                                         bool probe) {
   Lease lease;
   if (h2_) {
     std::erase_if(ep.h2, [](const auto& c) { return c->is_closed(); });
@@ -80,7 +81,7 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
     while (!ep.idle.empty()) {
       auto conn = std::move(ep.idle.back());
       ep.idle.pop_back();
-      if (now - conn->idle_since() > kProbeAfter && !conn->still_alive()) {
+      if ((probe || now - conn->idle_since() > kProbeAfter) && !conn->still_alive()) {
         conn->close();
         continue;
       }

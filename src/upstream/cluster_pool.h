@@ -47,13 +47,16 @@ class ClusterPool {
   /// An exchange with `ep`. HTTP/1.1: a pooled connection that still looks alive, or a fresh
   /// one (connected). HTTP/2: a new stream on an open connection with room for it, or on a new
   /// connection (which may still be connecting). `reused` tells the caller whether a failure
-  /// may be a stale keep-alive close.
+  /// may be a stale keep-alive close. `probe`: check any pooled HTTP/1.1 connection for a
+  /// close by the peer first (otherwise only those idle for a while), for requests that must
+  /// not be sent twice.
   struct Lease {
     std::shared_ptr<http::ClientStream> conn;
     boost::system::error_code ec;
     bool reused = false;
   };
-  boost::asio::awaitable<Lease> acquire(EndpointState& ep, bool allow_reuse = true);
+  boost::asio::awaitable<Lease> acquire(EndpointState& ep, bool allow_reuse = true,
+                                        bool probe = false);
   /// Returns an exchange that completed. HTTP/1.1: the connection is pooled, or closed if not
   /// reusable or the pool is full; HTTP/2: the stream is released.
   void release(EndpointState& ep, std::shared_ptr<http::ClientStream> conn) noexcept;

@@ -96,7 +96,7 @@ class UpstreamErrorsTest(h.TurnpikeCase):
             {"name": "slow", "match": {"path_prefix": "/delay"}, "backend": "echo",
              "timeout": "500ms"},
             {"name": "bad", "match": {"path_prefix": "/bad"}, "backend": "bad",
-             "timeout": "500ms"},
+             "timeout": "500ms", "idle_timeout": "700ms"},
             {"name": "ok", "match": {"path_prefix": "/"}, "backend": "echo"},
         ]
         cfg = h.config(h.free_port(), [h.listener("public", h.free_port())], clusters, routes)
@@ -183,7 +183,7 @@ class UpstreamErrorsTest(h.TurnpikeCase):
             self.assertLess(time.monotonic() - start, h.scaled(3))
 
     def test_upstream_stalls_mid_response_body(self):
-        # The route timeout also bounds body inactivity: the client is cut, not left hanging.
+        # The route's idle_timeout bounds body inactivity: the client is cut, not left hanging.
         with self.tp.conn(timeout=h.scaled(4)) as c:
             start = time.monotonic()
             with self.assertRaises(h.HttpError) as ctx:

@@ -266,8 +266,13 @@ struct Route {
   RouteMatch match;
   std::vector<WeightedBackend> backends;  // `backend: x` becomes one entry with weight 1
   Rewrite rewrite;
-  // Upstream response-header deadline and body inactivity bound; > 0, at most 24h.
+  // How long the response head may take once the request has been sent upstream (504);
+  // > 0, at most 24h.
   Duration timeout{15'000};
+  // Body inactivity while proxying: no byte moving either way (request or response body) for
+  // this long ends the request (504 before the response head, a reset after); a stream is never
+  // cut while data flows. > 0, at most 24h.
+  Duration idle_timeout{60'000};
   /// `websocket`: WebSocket upgrades (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) are tunnelled
   /// to the backend; `websocket: false` refuses them, `{idle_timeout: 5m}` closes a tunnel
   /// with no traffic either way for that long (1s..24h).

@@ -52,4 +52,9 @@ bool is_hop_by_hop(std::string_view name) noexcept;
 /// Removes hop-by-hop headers and every header named in Connection.
 void strip_hop_by_hop(HeaderMap& headers);
 
+/// Whether a trailer field may be forwarded: not a hop-by-hop, framing, routing or
+/// authentication field (RFC 9110 section 6.5.1), which a recipient must not take from a
+/// trailer section.
+bool trailer_allowed(std::string_view name) noexcept;
+
 }  // namespace turnpike::http

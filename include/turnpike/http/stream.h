@@ -1,10 +1,12 @@
-// The seam between codecs and the proxy. A server-side codec (HTTP/1.1 today, HTTP/2 next)
-// turns each request into a ServerStream and hands it to a StreamHandler (implemented by
-// proxy::Stream, wired by core/). Body transfer is pull-based, so back-pressure is natural:
-// the codec reads from the client only when the handler asks for more, and a send completes
-// only when the codec has taken the bytes. Owning worker thread only.
+// The seam between codecs and the proxy. A server-side codec (HTTP/1.1, HTTP/2) turns each
+// request into a ServerStream and hands it to a StreamHandler (implemented by the proxy, wired
+// by core/). Body transfer is pull-based, so back-pressure is natural: the codec reads from the
+// client only when the handler asks for more, and a send completes only when the codec has
+// taken the bytes. The request body may be read while the response is sent (full duplex): one
+// reading and one sending coroutine at a time. Owning worker thread only.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -34,6 +36,9 @@ struct ConnectionInfo {
   /// the client sent); the element to send, empty without a verified certificate.
   bool forward_client_cert = false;
   std::string client_cert_xfcc;
+  /// The listener's limits.body_timeout: how long a client may stall its request body before
+  /// the response has started (408).
+  std::chrono::milliseconds body_timeout{60'000};
 };
 
 struct BodyRead {
@@ -56,8 +61,22 @@ class ServerStream {
  public:
   virtual RequestHead& request() noexcept = 0;
   virtual const ConnectionInfo& connection() const noexcept = 0;
-  /// Reads up to out.size() bytes of the decoded request body.
-  virtual boost::asio::awaitable<BodyRead> read_body(std::span<char> out) = 0;
+  /// Reads up to out.size() bytes of the decoded request body, waiting at most `timeout` for
+  /// them (timed_out). Answers Expect: 100-continue on the first call. After a read that
+  /// returned `last`, request_trailers() holds the trailer fields, if any.
+  virtual boost::asio::awaitable<BodyRead> read_body(std::span<char> out,
+                                                     std::chrono::milliseconds timeout) = 0;
+  /// Body bytes the codec already holds, without I/O (and without answering 100-continue):
+  /// what arrived with the request head. `last` when that is the whole body.
+  virtual BodyRead read_buffered_body(std::span<char> out) = 0;
+  /// Trailer fields that ended the request body (HTTP/2 trailers, an HTTP/1.1 chunked trailer
+  /// section); null when none.
+  virtual const HeaderMap* request_trailers() const noexcept { return nullptr; }
+  /// Stops reading the request body: a pending read_body() completes with operation_aborted and
+  /// the rest of the body is not wanted (HTTP/1.1 closes the connection after the response,
+  /// lingering so the client can read it; HTTP/2 resets the stream with NO_ERROR once the
+  /// response is complete).
+  virtual void cancel_read() noexcept = 0;
   /// Sends the response head together with the first body bytes (may be empty). With
   /// end_stream the response is complete. Completes when the codec has taken the bytes.
   virtual boost::asio::awaitable<boost::system::error_code> send_response(
@@ -72,9 +91,10 @@ class ServerStream {
       const HeaderMap& trailers) = 0;
   /// True once send_response() was called: from then on errors can only abort the stream.
   virtual bool response_started() const noexcept = 0;
-  /// Registers (nullptr: removes) the observer. HTTP/1.1 does not read the connection while a
-  /// request is served, so it cannot notice a client leaving then and ignores this.
-  virtual void set_observer(StreamObserver* observer) noexcept { (void)observer; }
+  /// Registers (nullptr: removes) the observer, told when the client abandons the stream: an
+  /// HTTP/2 RST_STREAM or the connection closing; HTTP/1.1 notices the close once the request
+  /// body has been read (it keeps a read pending while the response is on its way).
+  virtual void set_observer(StreamObserver* observer) noexcept = 0;
   /// Ends the stream abnormally (HTTP/1.1: close the connection; HTTP/2: RST_STREAM).
   virtual void reset() noexcept = 0;
   /// Bytes of request (head + body) received and response sent, for the access log.

@@ -1,0 +1,386 @@
+#include "proxy/exchange.h"
+
+#include <limits>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include "proxy/local_reply.h"
+#include "proxy/tunnel.h"
+#include "turnpike/http/date.h"
+
+namespace turnpike::proxy {
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using boost::system::error_code;
+
+namespace {
+
+// An operation bounded by the exchange's watchdog rather than by a deadline of its own.
+constexpr std::chrono::milliseconds kUnbounded = std::chrono::hours(24);
+constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+const filters::HeaderList kNoHeaders;
+
+// Status for a downstream failure while reading the request body; 0: the client is gone.
+int downstream_status(const error_code& ec) {
+  if (ec == asio::error::timed_out) return 408;
+  if (ec == bhttp::error::body_limit) return 413;
+  if (ec.category() == error_code(bhttp::error::body_limit).category() &&
+      ec != bhttp::error::partial_message)
+    return 400;
+  return 0;
+}
+
+// RFC 9110 section 9.2.2: a request that may be sent twice with the effect of once.
+bool idempotent(std::string_view method) noexcept {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+Exchange::Exchange(RequestState& x, const router::Route& route, upstream::ClusterPool& pool,
+                   std::string target)
+    : x_(x),
+      route_(route),
+      rc_(*route.config),
+      pool_(pool),
+      target_(std::move(target)),
+      buf_(x.ctx.buffers().get()),
+      children_(x.ctx.executor()),
+      timer_(x.ctx.executor()) {
+  x_.exchange = this;
+  x_.cluster = pool.config().name;
+  resp_limit_ = x_.filters && x_.filters->ctx.max_response_body_bytes
+                    ? *x_.filters->ctx.max_response_body_bytes
+                    : std::numeric_limits<std::uint64_t>::max();
+}
+
+Exchange::~Exchange() {
+  x_.exchange = nullptr;
+  x_.ctx.buffers().put(std::move(buf_));
+}
+
+std::chrono::milliseconds Exchange::op_timeout(std::chrono::milliseconds own) const noexcept {
+  // While the request body streams up, both directions are live: the watchdog bounds them.
+  return pumping_ || !upload_ended_ ? kUnbounded : own;
+}
+
+void Exchange::wake_watchdog() noexcept {
+  timer_.cancel();
+}
+
+void Exchange::fail(int status, std::string_view error) noexcept {
+  if (failure_.status != 0) return;
+  failure_ = {status, error};
+  // Whatever either direction waits on fails now.
+  if (conn_) conn_->close();
+  if (pumping_) x_.s.cancel_read();
+  wake_watchdog();
+}
+
+void Exchange::client_gone() noexcept {
+  x_.client_gone = true;
+  fail(499, "client closed request");
+}
+
+void Exchange::abort() noexcept {
+  fail(-1, "request closed");
+}
+
+bool Exchange::retryable(const error_code& ec) const noexcept {
+  // Only a request that reached the upstream codec whole (nothing left to stream, so nothing
+  // consumed that could not be sent again) and got no response byte.
+  if (!conn_ || pumping_ || !upload_done_ || ec == asio::error::timed_out) return false;
+  if (conn_->response_bytes() != 0) return false;
+  if (conn_->refused()) return true;  // HTTP/2: the backend says it did not process it
+  // A pooled connection the backend closed while idle fails like this; it may also have
+  // received the request, so only a request that may run twice is sent again.
+  return reused_ && idempotent(x_.req.method);
+}
+
+// ---- phases ---------------------------------------------------------------------------------
+
+asio::awaitable<void> Exchange::run() {
+  error_code ec;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    ec = co_await open(attempt == 0);
+    if (failure_.status != 0) break;
+    if (!ec) ec = co_await receive_head();
+    if (!ec || failure_.status != 0 || attempt == 1 || !retryable(ec)) break;
+    conn_->close();  // a stale pooled connection: once more on a fresh one
+    conn_.reset();
+  }
+  if (ec && failure_.status == 0) {
+    if (ec == asio::error::timed_out)
+      fail(504, "upstream timed out");
+    else if (!conn_)
+      fail(502, "upstream connect failed");
+    else if (ec.category() == error_code(bhttp::error::body_limit).category())
+      fail(502, "invalid upstream response");
+    else
+      fail(502, "upstream connection failed");
+  }
+  if (failure_.status == 0) co_await respond();
+  co_await finish();
+}
+
+// Picks an endpoint, leases an exchange with it and sends the request head, with the body
+// bytes that came with it. The rest of the body, if any, is pumped by upload().
+asio::awaitable<error_code> Exchange::open(bool first_attempt) {
+  const std::span<char> buf(buf_.get(), BufferPool::kSize);
+  if (first_attempt) {
+    first_ = {};
+    first_.last = true;
+    if (x_.req.has_body) first_ = x_.s.read_buffered_body(buf);
+    if (first_.ec) {
+      const int status = downstream_status(first_.ec);
+      fail(status ? status : 400, "bad request body");
+      co_return error_code{};
+    }
+    body_bytes_ = first_.bytes;
+    const auto limit = x_.filters ? x_.filters->ctx.max_body_bytes : std::nullopt;
+    if (limit && body_bytes_ > *limit) {
+      fail(413, "request body too large");
+      co_return error_code{};
+    }
+  }
+  ep_ = &pool_.pick();
+  x_.upstream = ep_->label;
+  up_start_ = Clock::now();
+  // A request that must not run twice gets a pooled connection only if it still looks alive.
+  auto lease = co_await pool_.acquire(*ep_, first_attempt, !idempotent(x_.req.method));
+  if (lease.ec) co_return lease.ec;
+  conn_ = std::move(lease.conn);
+  reused_ = lease.reused;
+
+  const http::HeaderMap* trailers = first_.last ? x_.s.request_trailers() : nullptr;
+  error_code ec = co_await conn_->send_request(x_.req, target_, buf.first(first_.bytes),
+                                               first_.last && !trailers, rc_.timeout);
+  if (!ec && trailers) ec = co_await conn_->send_trailers(*trailers, rc_.timeout);
+  if (ec) co_return ec;
+  touch();
+  if (first_.last) {
+    upload_done_ = upload_ended_ = true;
+    upload_ended_at_ = Clock::now();
+  } else {
+    // The rest of the body flows up while the response comes down.
+    pumping_ = true;
+    children_.spawn(upload(), "request body upload");
+    children_.spawn(watchdog(), "exchange watchdog");
+  }
+  co_return error_code{};
+}
+
+asio::awaitable<error_code> Exchange::receive_head() {
+  const bool head_request = x_.req.method == "HEAD";
+  const error_code ec =
+      co_await conn_->read_response_head(resp_, head_request, op_timeout(rc_.timeout));
+  if (!ec) {
+    head_received_ = true;
+    touch();
+  }
+  co_return ec;
+}
+
+// The response phase of the filters, then the head (with what body is already here) and the
+// body to the client.
+asio::awaitable<void> Exchange::respond() {
+  x_.status = resp_.status;
+  bool replaced = false;
+  const bool immediate = !x_.filters || x_.filters->respond_now(resp_);
+  if (!immediate) replaced = co_await x_.filters->respond_later(resp_, rc_.timeout);
+  if (replaced) {
+    // A response phase answered instead: the upstream's body is not wanted.
+    conn_->close();
+    co_await filter_reply(x_, x_.filters->callbacks.reply);
+    co_return;
+  }
+  resp_.headers.set("X-Request-Id", x_.request_id);
+  if (!resp_.headers.has("date")) resp_.headers.add("Date", http::http_date_now());
+
+  if (!x_.req.upgrade.empty() && resp_.status == 101) {
+    if (x_.req.protocol == http::Protocol::Http2) {
+      // RFC 8441: 200 opens the tunnel; no key/accept exchange.
+      resp_.status = 200;
+      resp_.headers.remove("sec-websocket-accept");
+    } else {
+      resp_.headers.set("Upgrade", x_.req.upgrade);
+      resp_.headers.set("Connection", "Upgrade");
+    }
+    resp_.has_body = true;
+    resp_.content_length.reset();
+    const error_code wec = co_await x_.s.send_response(resp_, std::span<const char>(), false);
+    if (wec) {
+      fail(-1, "client write failed");
+      co_return;
+    }
+    co_await tunnel(x_.s, *conn_, rc_.websocket_idle_timeout, x_.ctx.buffers());
+    conn_->close();  // an upgraded connection is never pooled
+    co_return;
+  }
+
+  const http::BodyRead chunk = conn_->read_buffered_body({buf_.get(), BufferPool::kSize});
+  if (chunk.ec) {
+    fail(502, "invalid upstream response");
+    co_return;
+  }
+  if (chunk.bytes > resp_limit_) {
+    fail(502, "upstream response too large");
+    co_return;
+  }
+  co_await relay_body(chunk);
+}
+
+asio::awaitable<void> Exchange::relay_body(http::BodyRead chunk) {
+  const std::span<char> buf(buf_.get(), BufferPool::kSize);
+  std::uint64_t bytes = chunk.bytes;
+  bool done = chunk.last;
+  // Trailers (gRPC's grpc-status) end the response after the last body bytes.
+  const http::HeaderMap* trailers = done ? conn_->trailers() : nullptr;
+  error_code wec = co_await x_.s.send_response(resp_, buf.first(chunk.bytes), done && !trailers);
+  if (!wec && trailers) wec = co_await x_.s.send_trailers(*trailers);
+  while (!wec && !done) {
+    const http::BodyRead r = co_await conn_->read_body(buf, op_timeout(rc_.idle_timeout));
+    if (r.ec) {
+      // Too late for an error status: the client sees the response cut off.
+      fail(r.ec == asio::error::timed_out ? 504 : 502, "upstream response incomplete");
+      co_return;
+    }
+    touch();
+    bytes += r.bytes;
+    if (bytes > resp_limit_) {
+      fail(502, "upstream response too large");
+      co_return;
+    }
+    done = r.last;
+    trailers = done ? conn_->trailers() : nullptr;
+    wec = co_await x_.s.send_body(buf.first(r.bytes), done && !trailers);
+    if (!wec && trailers) wec = co_await x_.s.send_trailers(*trailers);
+    if (!wec) touch();
+  }
+  if (wec) {
+    fail(-1, "client write failed");
+    co_return;
+  }
+  response_done_ = true;
+}
+
+// Stops the upload if the response ended first, joins the children, then pools or closes the
+// upstream exchange and turns a failure into the client's answer.
+asio::awaitable<void> Exchange::finish() {
+  stopping_ = true;
+  if (pumping_ && !pump_sends_last_) {
+    // The response is over (or failed) before the request: the rest of its body is not
+    // wanted (RFC 9112 section 9.3, RFC 9113 section 8.1).
+    x_.s.cancel_read();
+    if (conn_ && !upload_done_) conn_->close();
+  }
+  wake_watchdog();
+  co_await children_.join();
+  if (up_start_ != Clock::time_point{}) x_.upstream_ms = ms_since(up_start_);
+  if (conn_) {
+    if (response_done_ && upload_done_ && failure_.status == 0)
+      pool_.release(*ep_, std::move(conn_));
+    else
+      conn_->close();
+    conn_.reset();
+  }
+  if (failure_.status == 0) co_return;
+  if (failure_.status == 499 || x_.client_gone) {
+    x_.status = 499;  // nginx's "client closed request"
+    co_return;
+  }
+  if (failure_.status < 0 || x_.s.response_started()) {
+    x_.s.reset();
+    co_return;
+  }
+  co_await error_reply(x_, failure_.status, failure_.error, kNoHeaders);
+}
+
+// ---- children -------------------------------------------------------------------------------
+
+// The request body, client to upstream, while the main coroutine handles the response.
+asio::awaitable<void> Exchange::upload() {
+  auto buf = x_.ctx.buffers().get();
+  const std::span<char> span(buf.get(), BufferPool::kSize);
+  const auto limit = x_.filters ? x_.filters->ctx.max_body_bytes : std::nullopt;
+  for (;;) {
+    pump_waits_client_ = true;
+    client_wait_since_ = Clock::now();
+    const http::BodyRead r = co_await x_.s.read_body(span, kUnbounded);
+    pump_waits_client_ = false;
+    if (stopping_ || failure_.status != 0) break;
+    if (r.ec) {
+      const int status = downstream_status(r.ec);
+      if (status == 0)
+        client_gone();
+      else
+        fail(status, status == 413 ? "request body too large" : "bad request body");
+      break;
+    }
+    if (r.bytes > 0) touch();
+    body_bytes_ += r.bytes;
+    if (limit && body_bytes_ > *limit) {
+      fail(413, "request body too large");
+      break;
+    }
+    const http::HeaderMap* trailers = r.last ? x_.s.request_trailers() : nullptr;
+    pump_sends_last_ = r.last;
+    error_code ec = co_await conn_->send_body(span.first(r.bytes), r.last && !trailers, kUnbounded);
+    if (!ec && trailers) ec = co_await conn_->send_trailers(*trailers, kUnbounded);
+    // The backend stopped taking the body: its response, if any, decides what the client gets.
+    if (ec) break;
+    touch();
+    if (r.last) {
+      upload_done_ = true;
+      break;
+    }
+  }
+  upload_ended_ = true;
+  upload_ended_at_ = Clock::now();
+  pumping_ = false;
+  pump_sends_last_ = false;
+  x_.ctx.buffers().put(std::move(buf));
+  wake_watchdog();  // the response head's deadline starts now
+}
+
+// Bounds the exchange while the body streams: body inactivity either way (idle_timeout), a
+// client stalling its body before any response (the listener's body_timeout), and the response
+// head once the request has gone up (timeout).
+asio::awaitable<void> Exchange::watchdog() {
+  while (failure_.status == 0 && (pumping_ || !stopping_)) {
+    const auto now = Clock::now();
+    const bool client_turn = pump_waits_client_ && !x_.s.response_started();
+    Clock::time_point when = last_activity_ + rc_.idle_timeout;
+    int status = client_turn ? 408 : 504;
+    std::string_view why = client_turn ? "request body timeout" : "upstream timed out";
+    if (client_turn && client_wait_since_ + x_.s.connection().body_timeout < when) {
+      when = client_wait_since_ + x_.s.connection().body_timeout;
+    }
+    if (!head_received_ && upload_ended_ && upload_ended_at_ + rc_.timeout < when) {
+      when = upload_ended_at_ + rc_.timeout;
+      status = 504;
+      why = "upstream timed out";
+    }
+    if (now >= when) {
+      if (!stopping_) {
+        fail(status, why);
+      } else if (conn_) {
+        conn_->close();  // the body's last write is stuck: give up on it
+      }
+      break;
+    }
+    timer_.expires_at(when);
+    co_await timer_.async_wait(kAwait);
+  }
+}
+
+}  // namespace turnpike::proxy

@@ -1,0 +1,101 @@
+// One proxied request's exchange with its upstream, full duplex: the request head goes up as
+// soon as the route's filters allow, the request body is pumped up by a child coroutine while
+// the response head and body come down, each direction with its own back-pressure; trailers
+// pass both ways. Named phases: open (pick, lease, send the head), receive the head, respond
+// (response filters, head, body relay), finish (stop the upload, release or close the
+// upstream, and the one place a failure becomes the client's answer).
+//
+// Deadlines: routes[].timeout bounds the wait for the response head once the request has been
+// sent; routes[].idle_timeout bounds body inactivity (no byte moving either way), so a stream
+// is not cut while data flows; listeners[].limits.body_timeout bounds a client stalling its
+// body before the response has started (408). Owning worker thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "proxy/request.h"
+#include "support/task_group.h"
+#include "turnpike/http/client_stream.h"
+#include "turnpike/router/route_table.h"
+#include "upstream/cluster_pool.h"
+
+namespace turnpike::proxy {
+
+class Exchange {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  /// `target` is the path and query sent upstream.
+  Exchange(RequestState& x, const router::Route& route, upstream::ClusterPool& pool,
+           std::string target);
+  ~Exchange();
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  boost::asio::awaitable<void> run();
+
+  /// The client left (499); or the request's generation has to go. Both stop all I/O now.
+  void client_gone() noexcept;
+  void abort() noexcept;
+
+ private:
+  struct Failure {
+    int status = 0;  // 0: none yet
+    std::string_view error;
+  };
+
+  // Phases.
+  boost::asio::awaitable<boost::system::error_code> open(bool first_attempt);
+  boost::asio::awaitable<boost::system::error_code> receive_head();
+  boost::asio::awaitable<void> respond();
+  boost::asio::awaitable<void> relay_body(http::BodyRead chunk);
+  boost::asio::awaitable<void> finish();
+
+  // Children, joined by finish().
+  boost::asio::awaitable<void> upload();
+  boost::asio::awaitable<void> watchdog();
+
+  bool retryable(const boost::system::error_code& ec) const noexcept;
+  void fail(int status, std::string_view error) noexcept;
+  void touch() noexcept { last_activity_ = Clock::now(); }
+  void wake_watchdog() noexcept;
+  std::chrono::milliseconds op_timeout(std::chrono::milliseconds own) const noexcept;
+
+  RequestState& x_;
+  const router::Route& route_;
+  const config::Route& rc_;
+  upstream::ClusterPool& pool_;
+  std::string target_;
+  std::unique_ptr<char[]> buf_;  // the response's buffer (and the first request bytes)
+  upstream::EndpointState* ep_ = nullptr;
+  std::shared_ptr<http::ClientStream> conn_;
+  http::ResponseHead resp_;
+  http::BodyRead first_;  // request body bytes that came with the head
+  Failure failure_;
+  support::TaskGroup children_;
+  boost::asio::steady_timer timer_;  // the watchdog's
+  Clock::time_point up_start_{};
+  Clock::time_point last_activity_{};
+  Clock::time_point client_wait_since_{};
+  Clock::time_point upload_ended_at_{};
+  std::uint64_t body_bytes_ = 0;
+  std::uint64_t resp_limit_ = 0;
+  bool reused_ = false;             // the lease was a pooled connection
+  bool pumping_ = false;            // upload() runs
+  bool pump_waits_client_ = false;  // upload() waits for the client's next body bytes
+  bool pump_sends_last_ = false;    // upload() sends the body's end: let it finish
+  bool upload_done_ = false;        // the whole request reached the upstream codec
+  bool upload_ended_ = false;       // done, or failed on the upstream side
+  bool head_received_ = false;
+  bool response_done_ = false;  // the response reached the client complete
+  bool stopping_ = false;
+};
+
+}  // namespace turnpike::proxy

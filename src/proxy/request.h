@@ -1,0 +1,67 @@
+// One request's state as it goes through the proxy's phases (listener filters, route, route
+// filters, action, log): what the access log line and the local replies need. Lives in the
+// frame of Proxy::serve; registered with its snapshot so the worker can close it when its
+// generation has to go, and with its stream so it hears of the client leaving. Owning worker
+// thread only.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "proxy/filter_run.h"
+#include "proxy/worker_context.h"
+#include "turnpike/http/stream.h"
+
+namespace turnpike::router {
+struct Route;
+}
+
+namespace turnpike::proxy {
+
+class Exchange;
+
+// Listener filters run before routing, so no route's timeout bounds their suspensions.
+inline constexpr std::chrono::milliseconds kListenerFilterTimeout{15'000};
+
+struct RequestState final : PinnedStream, http::StreamObserver {
+  using Clock = std::chrono::steady_clock;
+
+  RequestState(WorkerContext& context, http::ServerStream& stream)
+      : ctx(context), s(stream), req(stream.request()), snap(context.pin()) {
+    snap.attach(*this);
+    s.set_observer(this);
+  }
+  ~RequestState() { s.set_observer(nullptr); }
+  RequestState(const RequestState&) = delete;
+  RequestState& operator=(const RequestState&) = delete;
+
+  // The client went away (an HTTP/2 RST_STREAM, an HTTP/1.1 close): stop the upstream exchange
+  // now rather than when it answers, so the backend learns of it too (its stream is reset, or
+  // its connection closed).
+  void on_client_reset() noexcept override;
+  void close_for_generation() noexcept override;
+  const void* connection_id() const noexcept override { return &s.connection(); }
+
+  WorkerContext& ctx;
+  http::ServerStream& s;
+  http::RequestHead& req;
+  SnapshotRef snap;
+  std::string request_id;
+  const router::Route* route = nullptr;
+  std::string_view route_name;
+  std::string_view cluster;
+  std::string_view upstream;  // the endpoint label, owned by its pool
+  int status = 0;
+  double upstream_ms = -1;
+  Clock::time_point start = Clock::now();
+  std::unique_ptr<FilterRun> filters;  // only when the listener or the route has filters
+  std::chrono::milliseconds filter_timeout = kListenerFilterTimeout;  // for suspended filters
+  std::string grpc_error;        // the message of a gateway error, for gRPC clients
+  Exchange* exchange = nullptr;  // the upstream exchange, while there is one
+  bool client_gone = false;
+  bool closed_for_generation = false;
+};
+
+}  // namespace turnpike::proxy
