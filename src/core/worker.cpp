@@ -18,6 +18,7 @@
 #include "http2/server_connection.h"
 #include "proxy/proxy.h"
 #include "proxy/worker_context.h"
+#include "support/scoped_deadline.h"
 #include "tls/server_context.h"
 
 namespace turnpike::core {
@@ -145,19 +146,16 @@ struct Worker::Impl {
                                        http::ConnectionInfo info) {
     std::string initial;
     char buf[4096];
-    asio::steady_timer timer(io);
-    timer.expires_after(cfg.limits.header_timeout);
-    auto expired = std::make_shared<bool>(false);
-    timer.async_wait([expired, raw = &socket](const boost::system::error_code& ec) {
-      if (ec) return;
-      *expired = true;
+    // Closes rather than cancels: expiry then sticks even if no read is pending at that moment.
+    support::ScopedDeadline deadline(io.get_executor(), cfg.limits.header_timeout, [&socket] {
       boost::system::error_code ignored;
-      raw->cancel(ignored);
+      socket.close(ignored);
     });
     bool h2 = false;
     for (;;) {
       auto [ec, n] = co_await socket.async_read_some(asio::buffer(buf), kAwait);
-      if (ec) co_return;  // closed, or silent until header_timeout: nothing to answer
+      // Closed, or silent until header_timeout: nothing to answer.
+      if (ec || deadline.expired()) co_return;
       initial.append(buf, n);
       const std::size_t k = std::min(initial.size(), kH2Preface.size());
       if (initial.compare(0, k, kH2Preface, 0, k) != 0) break;  // HTTP/1.x
@@ -166,7 +164,7 @@ struct Worker::Impl {
         break;
       }
     }
-    timer.cancel();
+    deadline.disarm();
     if (draining) co_return;
     if (h2) {
       std::make_shared<http2::ServerConnection>(std::move(socket), std::move(initial), cfg,
@@ -185,21 +183,18 @@ struct Worker::Impl {
     const config::Limits& limits = cfg.limits;
     auto stream =
         std::make_unique<http1::ServerConnection::TlsStream>(std::move(socket), tls->context());
-    auto expired = std::make_shared<bool>(false);
-    asio::steady_timer timer(io);
-    timer.expires_after(limits.header_timeout);
-    tcp::socket* raw = &stream->next_layer();
-    timer.async_wait([expired, raw](const boost::system::error_code& ec) {
-      if (ec) return;  // cancelled: the handshake finished first (raw may be gone by now)
-      *expired = true;
-      boost::system::error_code ignored;
-      raw->cancel(ignored);
-    });
+    // Closes rather than cancels: the handshake is several reads and writes, and expiry must
+    // stick even when it falls between two of them.
+    support::ScopedDeadline deadline(io.get_executor(), limits.header_timeout,
+                                     [&lowest = stream->next_layer()] {
+                                       boost::system::error_code ignored;
+                                       lowest.close(ignored);
+                                     });
     auto [ec] = co_await stream->async_handshake(asio::ssl::stream_base::server, kAwait);
-    timer.cancel();
-    if (ec) {
+    deadline.disarm();
+    if (ec || deadline.expired()) {
       spdlog::debug("worker {}: TLS handshake with {} failed: {}", index, info.client_address,
-                    *expired ? "timed out" : ec.message());
+                    deadline.expired() ? "timed out" : ec.message());
       co_return;
     }
     SSL* ssl = stream->native_handle();
