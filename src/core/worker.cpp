@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -19,6 +18,7 @@
 #include "proxy/proxy.h"
 #include "proxy/worker_context.h"
 #include "support/scoped_deadline.h"
+#include "support/spawn.h"
 #include "tls/server_context.h"
 
 namespace turnpike::core {
@@ -29,6 +29,7 @@ using tcp = asio::ip::tcp;
 namespace {
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr auto kSweepInterval = std::chrono::milliseconds(200);
+constexpr auto kAcceptRestartBackoff = std::chrono::milliseconds(100);
 constexpr std::string_view kH2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 }  // namespace
 
@@ -120,12 +121,12 @@ struct Worker::Impl {
       const std::size_t li = static_cast<std::size_t>(cfg - snap.config.listeners.data());
       if (const auto& tls = snap.listener_tls[li]) {
         asio::co_spawn(io, tls_handshake(std::move(socket), tls, *cfg, std::move(info)),
-                       asio::detached);
+                       support::log_exception("TLS handshake"));
         continue;
       }
       if (cfg->h2c && cfg->http1) {
         asio::co_spawn(io, detect_preface(std::move(socket), *cfg, std::move(info)),
-                       asio::detached);
+                       support::log_exception("HTTP/1.1 or h2c preface detection"));
         continue;
       }
       if (cfg->h2c) {
@@ -225,7 +226,13 @@ struct Worker::Impl {
 
   void start_listener(std::shared_ptr<Listener> l) {
     listeners.push_back(l);
-    asio::co_spawn(io, accept_loop(std::move(l)), asio::detached);
+    // A worker that silently stopped accepting would look healthy; an accept loop that throws
+    // is logged and started again (unless its listener went away meanwhile).
+    std::string name =
+        fmt::format("worker {}: accept loop on {}:{}", index, l->socket.address, l->socket.port);
+    support::spawn_restarting(
+        io.get_executor(), std::move(name), kAcceptRestartBackoff,
+        [this, l] { return accept_loop(l); }, [this, l] { return !draining && !l->removed; });
   }
 
   void remove_listener(std::uint64_t id) {

@@ -7,12 +7,12 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "support/spawn.h"
 #include "turnpike/filters/filter.h"
 #include "turnpike/http/date.h"
 
@@ -380,8 +380,16 @@ asio::awaitable<void> tunnel(http::ServerStream& s, http::ClientStream& up,
   Tunnel t(ex);
   auto down_buf = buffers.get();
   auto up_buf = buffers.get();
-  asio::co_spawn(ex, pump_to_client(up, s, down_buf.get(), t), asio::detached);
-  asio::co_spawn(ex, pump_to_upstream(s, up, up_buf.get(), t), asio::detached);
+  // A pump that throws still counts itself out, so tunnel() closes both sides and returns.
+  auto pump_failed = [&t] {
+    t.failed = true;
+    --t.running;
+    t.wake.cancel();
+  };
+  asio::co_spawn(ex, pump_to_client(up, s, down_buf.get(), t),
+                 support::log_exception("tunnel pump to the client", pump_failed));
+  asio::co_spawn(ex, pump_to_upstream(s, up, up_buf.get(), t),
+                 support::log_exception("tunnel pump to the upstream", pump_failed));
   bool closed = false;
   while (t.running > 0) {
     const auto now = Clock::now();
