@@ -1,10 +1,13 @@
-"""Signals the daemon must survive: SIGPIPE (the reader of `access_log: stdout` goes away).
+"""Signals the daemon must survive: SIGPIPE (the reader of `access_log: stdout` goes away) and a
+SIGHUP sent the moment READY=1 reaches the service manager (Type=notify-reload sends reloads as
+soon as the service says it is ready, so the handlers must exist by then).
 """
 
 import json
 import os
 import select
 import signal
+import socket
 import sys
 import time
 import unittest
@@ -85,6 +88,64 @@ class SigpipeTest(h.TurnpikeCase):
         self.assertEqual(len(failures), 1, err)
         self.assertIn("Broken pipe", failures[0])
         self.assertEqual(tp.proc.stop(), 0, tp.proc.describe())
+
+
+class ReadyThenSighupTest(h.TurnpikeCase):
+    ROUNDS = 8
+
+    def next_message(self, srv, tp, what):
+        """The next sd_notify datagram as a dict; fails if turnpike dies while we wait."""
+        deadline = time.monotonic() + h.scaled(10)
+        while time.monotonic() < deadline:
+            if select.select([srv], [], [], 0.05)[0]:
+                text = srv.recv(4096).decode()
+                return dict(l.split("=", 1) for l in text.splitlines() if "=" in l)
+            if tp.proc.poll() is not None:
+                self.fail("turnpike ended (%s) while waiting for %s; SIGHUP was sent the "
+                          "moment READY=1 arrived\n%s"
+                          % (exit_status(tp.proc), what, tp.proc.describe()))
+        self.fail("no %s from turnpike\n%s" % (what, tp.proc.describe()))
+
+    def one_round(self, i):
+        sock_path = self.stack.path("notify-%d.sock" % i)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        srv.bind(sock_path)
+        try:
+            cfg = h.config(h.free_port(), [h.listener("public", h.free_port())], [], ROUTES)
+            tp = self.stack.turnpike(cfg, wait=False, env={"NOTIFY_SOCKET": sock_path},
+                                     name="turnpike-%d.yaml" % i)
+            srv.settimeout(h.scaled(20))
+            try:
+                first = srv.recv(4096)
+            except socket.timeout:
+                self.fail("no READY=1 from turnpike\n" + tp.proc.describe())
+            os.kill(tp.pid, signal.SIGHUP)  # at once, as systemctl reload right after start
+            m = dict(l.split("=", 1) for l in first.decode().splitlines() if "=" in l)
+            self.assertEqual((m.get("READY"), m.get("MAINPID")), ("1", str(tp.pid)), m)
+
+            self.assertEqual(self.next_message(srv, tp, "RELOADING=1").get("RELOADING"), "1")
+            m = self.next_message(srv, tp, "READY=1 after the reload")
+            self.assertEqual((m.get("READY"), m.get("STATUS")), ("1", "serving generation 1"), m)
+            self.assertIsNone(tp.proc.poll(), tp.proc.describe())
+            status = tp.admin("GET", "/config/status").json()
+            self.assertEqual(status["last_reload"]["trigger"], "SIGHUP", status)
+            self.assertEqual(tp.get("/x").status, 200)
+            self.assertEqual(tp.proc.stop(), 0, tp.proc.describe())
+        finally:
+            srv.close()
+
+    def test_sighup_the_moment_ready_arrives(self):
+        # This thread and turnpike (which inherits the affinity) share one CPU: sending READY=1
+        # wakes this thread, which the scheduler then tends to run at once, so the SIGHUP lands
+        # right after the datagram, as early as any service manager could send it.
+        saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(saved)})
+        try:
+            for i in range(self.ROUNDS):
+                with self.subTest(round=i):
+                    self.one_round(i)
+        finally:
+            os.sched_setaffinity(0, saved)
 
 
 if __name__ == "__main__":
