@@ -1,4 +1,5 @@
 // turnpike: argument parsing and start-up. Everything else lives in the modules.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -139,6 +140,9 @@ int main(int argc, char** argv) {
   }
   if (command == "explain") return cmd_explain(config_path, rest);
 
+  // A write to a pipe or socket whose reader is gone (access_log: stdout into a pipe, a peer
+  // that reset) must fail with EPIPE where it happens, not end the process.
+  std::signal(SIGPIPE, SIG_IGN);
   auto cfg = load(config_path);
   if (!cfg) return 1;
   spdlog::info("turnpike {} starting with {}", TP_VERSION, config_path);

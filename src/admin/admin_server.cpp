@@ -3,12 +3,12 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
 
+#include "support/spawn.h"
 #include "turnpike/config/to_json.h"
 #include "turnpike/http/path.h"
 
@@ -22,7 +22,8 @@ using nlohmann::json;
 
 namespace {
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
-}
+constexpr auto kAcceptRestartBackoff = std::chrono::milliseconds(100);
+}  // namespace
 
 json explain(const core::Snapshot& snap, std::string_view method, std::string_view authority,
              std::string_view target,
@@ -51,7 +52,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
         continue;
       }
-      asio::co_spawn(io, session(std::move(socket)), asio::detached);
+      asio::co_spawn(io, session(std::move(socket)), support::log_exception("admin session"));
     }
   }
 
@@ -179,7 +180,10 @@ std::string AdminServer::start(const std::string& address, std::uint16_t port) {
   if (!ec) impl_->acceptor.bind(ep, ec);
   if (!ec) impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return "admin listener " + address + ":" + std::to_string(port) + ": " + ec.message();
-  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  support::spawn_restarting(
+      impl_->io.get_executor(), "admin: accept loop", kAcceptRestartBackoff,
+      [impl = impl_] { return impl->accept_loop(); },
+      [impl = impl_] { return impl->acceptor.is_open(); });
   return {};
 }
 

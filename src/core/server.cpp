@@ -103,6 +103,12 @@ void close_fds(std::vector<BoundListener>& bound) {
 }  // namespace
 
 int run_server(config::Config cfg) {
+  // Signal handlers first: READY=1 tells systemd it may send SIGHUP (Type=notify-reload), and a
+  // signal that arrives before the handler exists takes its default action (SIGHUP, SIGTERM:
+  // exit). Caught from here on, a signal waits in `signals` until the loop below runs.
+  asio::io_context control(1);
+  asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
+
   const unsigned nworkers =
       cfg.workers ? cfg.workers : std::max(1u, std::thread::hardware_concurrency());
   // Settings a reload cannot change (prepare_reload refuses it): kept from the first config.
@@ -147,7 +153,6 @@ int run_server(config::Config cfg) {
     bound.push_back(std::move(b));
   }
 
-  asio::io_context control(1);
   std::atomic<bool> ready{false};
   bool draining = false;
   std::vector<std::unique_ptr<Worker>> workers;
@@ -348,7 +353,6 @@ int run_server(config::Config cfg) {
   notifier.send("READY=1\nSTATUS=serving generation 1\nMAINPID=" + std::to_string(::getpid()));
 
   // Drain: stop accepting, let in-flight requests finish up to drain_timeout, then stop.
-  asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
   asio::steady_timer drain_timer(control);
   std::chrono::steady_clock::time_point drain_deadline;
   std::function<void()> poll_drain = [&] {

@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -18,6 +17,8 @@
 #include "http2/server_connection.h"
 #include "proxy/proxy.h"
 #include "proxy/worker_context.h"
+#include "support/scoped_deadline.h"
+#include "support/spawn.h"
 #include "tls/server_context.h"
 
 namespace turnpike::core {
@@ -28,6 +29,7 @@ using tcp = asio::ip::tcp;
 namespace {
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr auto kSweepInterval = std::chrono::milliseconds(200);
+constexpr auto kAcceptRestartBackoff = std::chrono::milliseconds(100);
 constexpr std::string_view kH2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 }  // namespace
 
@@ -119,12 +121,12 @@ struct Worker::Impl {
       const std::size_t li = static_cast<std::size_t>(cfg - snap.config.listeners.data());
       if (const auto& tls = snap.listener_tls[li]) {
         asio::co_spawn(io, tls_handshake(std::move(socket), tls, *cfg, std::move(info)),
-                       asio::detached);
+                       support::log_exception("TLS handshake"));
         continue;
       }
       if (cfg->h2c && cfg->http1) {
         asio::co_spawn(io, detect_preface(std::move(socket), *cfg, std::move(info)),
-                       asio::detached);
+                       support::log_exception("HTTP/1.1 or h2c preface detection"));
         continue;
       }
       if (cfg->h2c) {
@@ -145,19 +147,16 @@ struct Worker::Impl {
                                        http::ConnectionInfo info) {
     std::string initial;
     char buf[4096];
-    asio::steady_timer timer(io);
-    timer.expires_after(cfg.limits.header_timeout);
-    auto expired = std::make_shared<bool>(false);
-    timer.async_wait([expired, raw = &socket](const boost::system::error_code& ec) {
-      if (ec) return;
-      *expired = true;
+    // Closes rather than cancels: expiry then sticks even if no read is pending at that moment.
+    support::ScopedDeadline deadline(io.get_executor(), cfg.limits.header_timeout, [&socket] {
       boost::system::error_code ignored;
-      raw->cancel(ignored);
+      socket.close(ignored);
     });
     bool h2 = false;
     for (;;) {
       auto [ec, n] = co_await socket.async_read_some(asio::buffer(buf), kAwait);
-      if (ec) co_return;  // closed, or silent until header_timeout: nothing to answer
+      // Closed, or silent until header_timeout: nothing to answer.
+      if (ec || deadline.expired()) co_return;
       initial.append(buf, n);
       const std::size_t k = std::min(initial.size(), kH2Preface.size());
       if (initial.compare(0, k, kH2Preface, 0, k) != 0) break;  // HTTP/1.x
@@ -166,7 +165,7 @@ struct Worker::Impl {
         break;
       }
     }
-    timer.cancel();
+    deadline.disarm();
     if (draining) co_return;
     if (h2) {
       std::make_shared<http2::ServerConnection>(std::move(socket), std::move(initial), cfg,
@@ -185,21 +184,18 @@ struct Worker::Impl {
     const config::Limits& limits = cfg.limits;
     auto stream =
         std::make_unique<http1::ServerConnection::TlsStream>(std::move(socket), tls->context());
-    auto expired = std::make_shared<bool>(false);
-    asio::steady_timer timer(io);
-    timer.expires_after(limits.header_timeout);
-    tcp::socket* raw = &stream->next_layer();
-    timer.async_wait([expired, raw](const boost::system::error_code& ec) {
-      if (ec) return;  // cancelled: the handshake finished first (raw may be gone by now)
-      *expired = true;
-      boost::system::error_code ignored;
-      raw->cancel(ignored);
-    });
+    // Closes rather than cancels: the handshake is several reads and writes, and expiry must
+    // stick even when it falls between two of them.
+    support::ScopedDeadline deadline(io.get_executor(), limits.header_timeout,
+                                     [&lowest = stream->next_layer()] {
+                                       boost::system::error_code ignored;
+                                       lowest.close(ignored);
+                                     });
     auto [ec] = co_await stream->async_handshake(asio::ssl::stream_base::server, kAwait);
-    timer.cancel();
-    if (ec) {
+    deadline.disarm();
+    if (ec || deadline.expired()) {
       spdlog::debug("worker {}: TLS handshake with {} failed: {}", index, info.client_address,
-                    *expired ? "timed out" : ec.message());
+                    deadline.expired() ? "timed out" : ec.message());
       co_return;
     }
     SSL* ssl = stream->native_handle();
@@ -230,7 +226,13 @@ struct Worker::Impl {
 
   void start_listener(std::shared_ptr<Listener> l) {
     listeners.push_back(l);
-    asio::co_spawn(io, accept_loop(std::move(l)), asio::detached);
+    // A worker that silently stopped accepting would look healthy; an accept loop that throws
+    // is logged and started again (unless its listener went away meanwhile).
+    std::string name =
+        fmt::format("worker {}: accept loop on {}:{}", index, l->socket.address, l->socket.port);
+    support::spawn_restarting(
+        io.get_executor(), std::move(name), kAcceptRestartBackoff,
+        [this, l] { return accept_loop(l); }, [this, l] { return !draining && !l->removed; });
   }
 
   void remove_listener(std::uint64_t id) {

@@ -9,13 +9,13 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include "http2/header_block.h"
+#include "support/spawn.h"
 #include "tls/client_context.h"
 
 namespace turnpike::http2 {
@@ -462,7 +462,10 @@ void ClientConnection::start(const tcp::endpoint& ep, std::chrono::milliseconds 
     lowest().cancel(ignored);
   });
   asio::co_spawn(socket_.get_executor(),
-                 connect_and_run(ep, timeout, std::move(tls), std::move(tls_name)), asio::detached);
+                 connect_and_run(ep, timeout, std::move(tls), std::move(tls_name)),
+                 support::log_exception("h2 upstream connection", [w = weak_from_this()] {
+                   if (auto c = w.lock()) c->fail(asio::error::operation_aborted);
+                 }));
 }
 
 bool ClientConnection::has_capacity() const noexcept {
@@ -594,7 +597,10 @@ asio::awaitable<void> ClientConnection::connect_and_run(tcp::endpoint ep,
   connecting_ = false;
   ready_ = true;
   ready_event_.cancel();
-  asio::co_spawn(lowest().get_executor(), write_loop(), asio::detached);
+  asio::co_spawn(lowest().get_executor(), write_loop(),
+                 support::log_exception("h2 upstream writer", [w = weak_from_this()] {
+                   if (auto c = w.lock()) c->fail(asio::error::operation_aborted);
+                 }));
 
   auto buf = std::make_unique<char[]>(kReadChunk);
   while (!closed_) {

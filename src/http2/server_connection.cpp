@@ -9,13 +9,13 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include "http2/header_block.h"
+#include "support/spawn.h"
 #include "turnpike/http/date.h"
 #include "turnpike/http/path.h"
 
@@ -752,7 +752,10 @@ void ServerConnection::on_headers_done(Stream& s, bool end_stream) {
   s.reading_ = true;
   ++handlers_;
   auto it = streams_.find(s.id_);
-  asio::co_spawn(lowest().get_executor(), serve_stream(it->second), asio::detached);
+  asio::co_spawn(lowest().get_executor(), serve_stream(it->second),
+                 support::log_exception("h2 stream", [w = weak_from_this()] {
+                   if (auto c = w.lock()) c->close();
+                 }));
 }
 
 asio::awaitable<void> ServerConnection::serve_stream(std::shared_ptr<Stream> sp) {
@@ -877,7 +880,10 @@ void ServerConnection::close() noexcept {
 asio::awaitable<void> ServerConnection::run() {
   auto self = shared_from_this();
   init_session();
-  asio::co_spawn(lowest().get_executor(), write_loop(), asio::detached);
+  asio::co_spawn(lowest().get_executor(), write_loop(),
+                 support::log_exception("h2 writer", [w = weak_from_this()] {
+                   if (auto c = w.lock()) c->close();
+                 }));
   if (!initial_.empty()) {
     receive(initial_.data(), initial_.size());
     std::string().swap(initial_);

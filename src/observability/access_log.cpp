@@ -1,9 +1,12 @@
 #include "observability/access_log.h"
 
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstring>
 #include <ctime>
+
+#include <spdlog/spdlog.h>
 
 namespace turnpike::observability {
 
@@ -127,13 +130,32 @@ void AccessLogSink::run() {
     queued_bytes_ -= batch.size();
     writing_ = true;
     lock.unlock();
-    std::fwrite(batch.data(), 1, batch.size(), file_);
-    std::fflush(file_);
+    write_batch(batch);
     lock.lock();
     writing_ = false;
     if (queue_.empty()) idle_cv_.notify_all();
   }
   idle_cv_.notify_all();
+}
+
+void AccessLogSink::write_batch(const std::string& batch) noexcept {
+  errno = 0;
+  const bool ok =
+      std::fwrite(batch.data(), 1, batch.size(), file_) == batch.size() && std::fflush(file_) == 0;
+  const int err = errno;
+  if (ok) {
+    if (failing_) spdlog::info("access log: writing again");
+    failing_ = false;
+    return;
+  }
+  // E.g. EPIPE once the reader of `access_log: stdout` exits (SIGPIPE is ignored), or ENOSPC:
+  // the batch is lost, said once per failing streak rather than per batch.
+  std::clearerr(file_);
+  dropped_.fetch_add(1, std::memory_order_relaxed);
+  if (!failing_)
+    spdlog::warn("access log: write failed ({}); dropping lines until a write succeeds",
+                 err ? std::strerror(err) : "unknown error");
+  failing_ = true;
 }
 
 void AccessLogBuffer::append(const AccessRecord& r) {

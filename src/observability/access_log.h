@@ -33,7 +33,8 @@ struct AccessRecord {
   double upstream_ms = -1;  // negative: no upstream was involved
 };
 
-/// The writer thread. Any thread may submit.
+/// The writer thread. Any thread may submit. A failed write (EPIPE, ENOSPC) drops its batch,
+/// counted in dropped_batches() and logged once per streak of failures.
 class AccessLogSink {
  public:
   /// `path`: "stdout", "stderr" or a file (appended). Returns nullptr and sets `error` on failure.
@@ -51,6 +52,7 @@ class AccessLogSink {
  private:
   AccessLogSink(std::FILE* f, bool owned);
   void run();
+  void write_batch(const std::string& batch) noexcept;  // writer thread only
 
   std::FILE* file_;
   bool owned_;
@@ -61,6 +63,7 @@ class AccessLogSink {
   std::size_t queued_bytes_ = 0;
   bool writing_ = false;
   bool stop_ = false;
+  bool failing_ = false;  // the last write failed (writer thread only)
   std::atomic<std::uint64_t> dropped_{0};
   std::thread thread_;
 };

@@ -173,7 +173,11 @@ asio::awaitable<error_code> Exchange::open(bool first_attempt) {
   } else {
     // The rest of the body flows up while the response comes down.
     pumping_ = true;
-    children_.spawn(upload(), "request body upload");
+    children_.spawn(upload(), "request body upload", [this] {
+      pumping_ = false;  // (its end of loop did not run)
+      upload_ended_ = true;
+      fail(-1, "internal error");
+    });
     children_.spawn(watchdog(), "exchange watchdog");
   }
   co_return error_code{};

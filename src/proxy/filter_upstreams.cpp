@@ -1,7 +1,6 @@
 #include "proxy/filter_upstreams.h"
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/error.hpp>
 
 namespace turnpike::proxy {

@@ -85,8 +85,16 @@ asio::awaitable<void> tunnel(http::ServerStream& s, http::ClientStream& up,
   auto down_buf = buffers.get();
   auto up_buf = buffers.get();
   support::TaskGroup pumps(ex);
-  pumps.spawn(pump_to_client(up, s, down_buf.get(), t), "websocket tunnel (to client)");
-  pumps.spawn(pump_to_upstream(s, up, up_buf.get(), t), "websocket tunnel (to upstream)");
+  // A pump that ends by an exception is counted out, so that the tunnel still ends.
+  auto pump_failed = [&t] {
+    t.failed = true;
+    --t.running;
+    t.wake.cancel();
+  };
+  pumps.spawn(pump_to_client(up, s, down_buf.get(), t), "websocket tunnel (to client)",
+              pump_failed);
+  pumps.spawn(pump_to_upstream(s, up, up_buf.get(), t), "websocket tunnel (to upstream)",
+              pump_failed);
   bool closed = false;
   while (t.running > 0) {
     const auto now = Clock::now();

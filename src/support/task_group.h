@@ -1,11 +1,11 @@
 // Coroutines a parent coroutine spawns and must outlive: the parent co_awaits join() before it
-// returns (before the group goes), so children may refer to its frame. A child's exception is
-// logged with its name (never swallowed), and the group still counts it as finished. Owning worker
-// thread only.
+// returns (before the group goes), so children may refer to its frame. A child that ends by an
+// exception is logged with its name (never swallowed, as with support::log_exception), its
+// `on_failure` runs, and the group counts it as finished. Owning worker thread only.
 #pragma once
 
+#include <cstddef>
 #include <exception>
-#include <string_view>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
@@ -13,6 +13,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include "support/spawn.h"
 
 namespace turnpike::support {
 
@@ -22,14 +24,23 @@ class TaskGroup {
   TaskGroup(const TaskGroup&) = delete;
   TaskGroup& operator=(const TaskGroup&) = delete;
 
-  /// Starts `task` on the group's executor. `name` must outlive the task (a literal).
-  void spawn(boost::asio::awaitable<void> task, std::string_view name) {
+  /// Starts `task` on the group's executor. `name`: a string literal.
+  void spawn(boost::asio::awaitable<void> task, const char* name) {
+    spawn(std::move(task), name, NoFailureAction{});
+  }
+  /// `on_failure` runs after the child ended by an exception (wake whoever counts on it).
+  template <class OnFailure>
+  void spawn(boost::asio::awaitable<void> task, const char* name, OnFailure on_failure) {
     ++running_;
-    boost::asio::co_spawn(done_.get_executor(), std::move(task),
-                          [this, name](const std::exception_ptr& e) {
-                            if (e) log(e, name);
-                            if (--running_ == 0) done_.cancel();
-                          });
+    boost::asio::co_spawn(
+        done_.get_executor(), std::move(task),
+        [this, name, on_failure = std::move(on_failure)](const std::exception_ptr& e) mutable {
+          if (e) {
+            spdlog::error("{}: ended by an exception: {}", name, exception_message(e));
+            on_failure();
+          }
+          if (--running_ == 0) done_.cancel();
+        });
   }
 
   std::size_t running() const noexcept { return running_; }
@@ -43,16 +54,6 @@ class TaskGroup {
   }
 
  private:
-  static void log(const std::exception_ptr& e, std::string_view name) noexcept {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      spdlog::error("{}: unexpected exception: {}", name, ex.what());
-    } catch (...) {
-      spdlog::error("{}: unexpected exception", name);
-    }
-  }
-
   boost::asio::steady_timer done_;
   std::size_t running_ = 0;
 };

@@ -191,9 +191,10 @@ _live_lock = threading.Lock()
 
 
 class Proc:
-    """A child process with stdout/stderr captured to files; stopped by PID."""
+    """A child process with stdout/stderr captured to files; stopped by PID. `stdout` (a file
+    descriptor, e.g. a pipe's write end) replaces the stdout file."""
 
-    def __init__(self, argv, workdir, label, env=None):
+    def __init__(self, argv, workdir, label, env=None, stdout=None):
         self.argv = list(argv)
         self.label = label
         self.stdout_path = os.path.join(workdir, label + ".stdout")
@@ -203,7 +204,8 @@ class Proc:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
+        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                      stdout=self._out if stdout is None else stdout,
                                       stderr=self._err, cwd=workdir, env=full_env,
                                       start_new_session=True)
         self.pid = self.popen.pid
@@ -382,8 +384,8 @@ class Stack:
         self._seq += 1
         return "%02d-%s" % (self._seq, base)
 
-    def run(self, argv, label, env=None):
-        proc = Proc(argv, self.dir, self._label(label), env=env)
+    def run(self, argv, label, env=None, stdout=None):
+        proc = Proc(argv, self.dir, self._label(label), env=env, stdout=stdout)
         self.procs.append(proc)
         return proc
 
@@ -402,11 +404,12 @@ class Stack:
                 raise AssertionError("echo server did not start\n" + proc.describe())
             time.sleep(0.02)
 
-    def turnpike(self, cfg, wait=True, args=(), env=None, name="turnpike.yaml"):
+    def turnpike(self, cfg, wait=True, args=(), env=None, name="turnpike.yaml", stdout=None):
         """Writes cfg (a dict, or YAML text) and starts `turnpike -c FILE`."""
         text = cfg if isinstance(cfg, str) else to_yaml(cfg) + "\n"
         path = self.write(name, text)
-        proc = self.run([TURNPIKE_BIN, "-c", path] + list(args), "turnpike", env=env)
+        proc = self.run([TURNPIKE_BIN, "-c", path] + list(args), "turnpike", env=env,
+                        stdout=stdout)
         tp = Turnpike(proc, path, cfg if isinstance(cfg, dict) else None)
         if wait:
             tp.wait_ready()
