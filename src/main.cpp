@@ -9,11 +9,10 @@
 #include <spdlog/spdlog.h>
 #include <boost/url/parse.hpp>
 
-#include "admin/admin_server.h"
 #include "core/server.h"
 #include "turnpike/config/config.h"
-#include "turnpike/core/snapshot.h"
 #include "turnpike/filters/registry.h"
+#include "turnpike/router/route_table.h"
 
 namespace {
 
@@ -81,9 +80,9 @@ int cmd_explain(const std::string& path, const std::vector<std::string>& args) {
   if (url->has_query()) target += "?" + std::string(url->encoded_query());
   auto cfg = load(path);
   if (!cfg) return 1;
-  turnpike::core::Snapshot snap(std::move(*cfg), 0);
+  const turnpike::router::RouteTable routes(*cfg);
   std::string error;
-  auto j = turnpike::admin::explain(snap, positional[0], authority, target, headers, error);
+  auto j = routes.explain(positional[0], authority, target, headers, error);
   if (!error.empty()) {
     std::fprintf(stderr, "explain: %s\n", error.c_str());
     return 2;

@@ -10,7 +10,6 @@
 
 #include "support/spawn.h"
 #include "turnpike/config/to_json.h"
-#include "turnpike/http/path.h"
 
 namespace turnpike::admin {
 
@@ -24,22 +23,6 @@ namespace {
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr auto kAcceptRestartBackoff = std::chrono::milliseconds(100);
 }  // namespace
-
-json explain(const core::Snapshot& snap, std::string_view method, std::string_view authority,
-             std::string_view target,
-             const std::vector<std::pair<std::string, std::string>>& headers, std::string& error) {
-  auto split = http::normalize_target(target);
-  if (!split) {
-    error = "invalid path '" + std::string(target) + "'";
-    return nullptr;
-  }
-  http::HeaderMap hm;
-  for (const auto& [k, v] : headers)
-    hm.add(k, v);
-  std::string host = http::normalize_host(authority);
-  router::RequestView view{method, host, split->path, split->query, &hm};
-  return snap.routes.explain(view).to_json(view);
-}
 
 struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
   Impl(asio::io_context& io_, AdminHooks h) : io(io_), acceptor(io_), hooks(std::move(h)) {}
@@ -113,15 +96,15 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
     }
     if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head)
       return reply(bhttp::status::method_not_allowed, {{"error", "method not allowed"}});
-    auto snap = hooks.snapshot();
+    const GenerationView snap = hooks.snapshot();
     if (path == "/config") {
-      json j = config::to_json(snap->config);
+      json j = config::to_json(*snap.config);
       auto loaded =
-          std::chrono::duration_cast<std::chrono::seconds>(snap->loaded_at.time_since_epoch())
+          std::chrono::duration_cast<std::chrono::seconds>(snap.loaded_at.time_since_epoch())
               .count();
-      return reply(bhttp::status::ok, {{"generation", snap->generation},
-                                       {"source_file", snap->config.source_file},
-                                       {"digest", snap->config.digest},
+      return reply(bhttp::status::ok, {{"generation", snap.generation},
+                                       {"source_file", snap.config->source_file},
+                                       {"digest", snap.config->digest},
                                        {"loaded_at_unix", loaded},
                                        {"config", j}});
     }
@@ -147,7 +130,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
         headers.emplace_back(v.substr(0, colon), value);
       }
       std::string error;
-      json j = explain(*snap, method, param("host"), target, headers, error);
+      json j = snap.routes->explain(method, param("host"), target, headers, error);
       if (!error.empty()) return reply(bhttp::status::bad_request, {{"error", error}});
       return reply(bhttp::status::ok, j);
     }

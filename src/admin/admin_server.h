@@ -3,6 +3,8 @@
 // POST /reload[?dry_run=1]. Control thread only.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -11,13 +13,25 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <nlohmann/json.hpp>
 
-#include "turnpike/core/snapshot.h"
+#include "turnpike/config/config.h"
+#include "turnpike/router/route_table.h"
 
 namespace turnpike::admin {
 
+/// What the admin endpoints read of the current generation. `pin` keeps what the pointers
+/// point into alive.
+struct GenerationView {
+  std::shared_ptr<const void> pin;
+  const config::Config* config = nullptr;
+  const router::RouteTable* routes = nullptr;
+  std::uint64_t generation = 0;
+  std::chrono::system_clock::time_point loaded_at;
+};
+
+/// The daemon's side of the admin endpoints (core/ provides them; admin/ knows nothing of it).
 struct AdminHooks {
   std::function<bool()> ready;
-  std::function<core::SnapshotPtr()> snapshot;
+  std::function<GenerationView()> snapshot;
   std::function<nlohmann::json()> listeners;
   /// Reloads the config file now; returns the reload status (GET /config/status's answer).
   std::function<nlohmann::json(const std::string& trigger)> reload;
@@ -41,11 +55,5 @@ class AdminServer {
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };
-
-/// The explain answer for a request, shared by GET /explain and `turnpike explain`.
-nlohmann::json explain(const core::Snapshot& snap, std::string_view method,
-                       std::string_view authority, std::string_view target,
-                       const std::vector<std::pair<std::string, std::string>>& headers,
-                       std::string& error);
 
 }  // namespace turnpike::admin

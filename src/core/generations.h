@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "turnpike/core/snapshot.h"
+#include "core/snapshot.h"
 
 namespace turnpike::core {
 

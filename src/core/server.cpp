@@ -305,27 +305,30 @@ int run_server(config::Config cfg) {
   };
   reload_fn = [&](const std::string& trigger) { reload(trigger); };
   admin::AdminServer admin(
-      control, admin::AdminHooks{
-                   [&] { return ready.load(); },
-                   [&] { return current(); },
-                   [&] {
-                     nlohmann::json j = nlohmann::json::array();
-                     for (const auto& b : bound)
-                       j.push_back({{"name", b.name}, {"address", b.address}, {"port", b.port}});
-                     return nlohmann::json{{"listeners", j}};
-                   },
-                   [&](const std::string& trigger) {
-                     if (draining)
-                       return nlohmann::json{{"error", "draining: reloads are not accepted"}};
-                     return reload(trigger);
-                   },
-                   [&] { return reload_status.to_json(); },
-                   [&](const std::string& yaml) { return dry_run(config_path, yaml, *current()); },
-                   [&] {
-                     collect_generations();
-                     return generations.to_json(generation_usage());
-                   },
-               });
+      control,
+      admin::AdminHooks{
+          [&] { return ready.load(); },
+          [&] {
+            const SnapshotPtr& s = current();
+            return admin::GenerationView{s, &s->config, &s->routes, s->generation, s->loaded_at};
+          },
+          [&] {
+            nlohmann::json j = nlohmann::json::array();
+            for (const auto& b : bound)
+              j.push_back({{"name", b.name}, {"address", b.address}, {"port", b.port}});
+            return nlohmann::json{{"listeners", j}};
+          },
+          [&](const std::string& trigger) {
+            if (draining) return nlohmann::json{{"error", "draining: reloads are not accepted"}};
+            return reload(trigger);
+          },
+          [&] { return reload_status.to_json(); },
+          [&](const std::string& yaml) { return dry_run(config_path, yaml, *current()); },
+          [&] {
+            collect_generations();
+            return generations.to_json(generation_usage());
+          },
+      });
   if (std::string err = admin.start(admin_cfg.address, admin_cfg.port); !err.empty()) {
     spdlog::error("{}", err);
     close_fds(bound);

@@ -27,6 +27,40 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 namespace {
+
+// What the codecs take from a listener's config: their own settings types.
+struct CodecSettings {
+  http::ServerLimits limits;
+  http2::ServerSettings h2;
+  bool h2_only = false;  // TLS without http1 in `protocols`
+};
+
+CodecSettings codec_settings(const config::Listener& l) {
+  CodecSettings c;
+  const config::Limits& lim = l.limits;
+  c.limits.max_header_bytes = lim.max_header_bytes;
+  c.limits.max_headers = lim.max_headers;
+  c.limits.max_uri_bytes = lim.max_uri_bytes;
+  c.limits.max_body_bytes = lim.max_body_bytes;
+  c.limits.header_timeout = lim.header_timeout;
+  c.limits.idle_timeout = lim.idle_timeout;
+  c.limits.body_timeout = lim.body_timeout;
+  const config::Http2Settings& h = l.http2;
+  c.h2.max_concurrent_streams = h.max_concurrent_streams;
+  c.h2.initial_window_size = h.initial_window_size;
+  c.h2.connection_window_size = h.connection_window_size;
+  c.h2.max_frame_size = h.max_frame_size;
+  c.h2.header_table_size = h.header_table_size;
+  c.h2.max_resets_burst = h.max_resets_burst;
+  c.h2.max_resets_per_second = h.max_resets_per_second;
+  c.h2.max_continuations = h.max_continuations;
+  c.h2.max_control_frames_burst = h.max_control_frames_burst;
+  c.h2.max_control_frames_per_second = h.max_control_frames_per_second;
+  c.h2.max_empty_frames = h.max_empty_frames;
+  c.h2_only = l.h2 && !l.http1;
+  return c;
+}
+
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr auto kSweepInterval = std::chrono::milliseconds(200);
 constexpr auto kAcceptRestartBackoff = std::chrono::milliseconds(100);
@@ -119,23 +153,24 @@ struct Worker::Impl {
       info.listener_id = l.socket.id;
       const auto& snap = ctx.current();
       const std::size_t li = static_cast<std::size_t>(cfg - snap.config.listeners.data());
+      const CodecSettings codec = codec_settings(*cfg);
       if (const auto& tls = snap.listener_tls[li]) {
-        asio::co_spawn(io, tls_handshake(std::move(socket), tls, *cfg, std::move(info)),
+        asio::co_spawn(io, tls_handshake(std::move(socket), tls, codec, std::move(info)),
                        support::log_exception("TLS handshake"));
         continue;
       }
       if (cfg->h2c && cfg->http1) {
-        asio::co_spawn(io, detect_preface(std::move(socket), *cfg, std::move(info)),
+        asio::co_spawn(io, detect_preface(std::move(socket), codec, std::move(info)),
                        support::log_exception("HTTP/1.1 or h2c preface detection"));
         continue;
       }
       if (cfg->h2c) {
-        std::make_shared<http2::ServerConnection>(std::move(socket), std::string{}, *cfg,
-                                                  std::move(info), proxy, ctx.registry())
+        std::make_shared<http2::ServerConnection>(std::move(socket), std::string{}, codec.limits,
+                                                  codec.h2, std::move(info), proxy, ctx.registry())
             ->start();
         continue;
       }
-      auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), cfg->limits,
+      auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), codec.limits,
                                                             std::move(info), proxy, ctx.registry());
       conn->start();
     }
@@ -143,12 +178,12 @@ struct Worker::Impl {
 
   // HTTP/1.1 and h2c on one port: the first bytes tell which (an HTTP/1.1 request line cannot
   // start with the HTTP/2 connection preface). They are handed to the codec that takes over.
-  asio::awaitable<void> detect_preface(tcp::socket socket, config::Listener cfg,
+  asio::awaitable<void> detect_preface(tcp::socket socket, CodecSettings codec,
                                        http::ConnectionInfo info) {
     std::string initial;
     char buf[4096];
     // Closes rather than cancels: expiry then sticks even if no read is pending at that moment.
-    support::ScopedDeadline deadline(io.get_executor(), cfg.limits.header_timeout, [&socket] {
+    support::ScopedDeadline deadline(io.get_executor(), codec.limits.header_timeout, [&socket] {
       boost::system::error_code ignored;
       socket.close(ignored);
     });
@@ -168,11 +203,11 @@ struct Worker::Impl {
     deadline.disarm();
     if (draining) co_return;
     if (h2) {
-      std::make_shared<http2::ServerConnection>(std::move(socket), std::move(initial), cfg,
-                                                std::move(info), proxy, ctx.registry())
+      std::make_shared<http2::ServerConnection>(std::move(socket), std::move(initial), codec.limits,
+                                                codec.h2, std::move(info), proxy, ctx.registry())
           ->start();
     } else {
-      std::make_shared<http1::ServerConnection>(std::move(socket), cfg.limits, std::move(info),
+      std::make_shared<http1::ServerConnection>(std::move(socket), codec.limits, std::move(info),
                                                 proxy, ctx.registry(), initial)
           ->start();
     }
@@ -180,8 +215,8 @@ struct Worker::Impl {
 
   // TLS: the handshake runs under the listener's header_timeout; ALPN picks the codec.
   asio::awaitable<void> tls_handshake(tcp::socket socket, std::shared_ptr<tls::ServerContext> tls,
-                                      config::Listener cfg, http::ConnectionInfo info) {
-    const config::Limits& limits = cfg.limits;
+                                      CodecSettings codec, http::ConnectionInfo info) {
+    const http::ServerLimits& limits = codec.limits;
     auto stream =
         std::make_unique<http1::ServerConnection::TlsStream>(std::move(socket), tls->context());
     // Closes rather than cancels: the handshake is several reads and writes, and expiry must
@@ -212,10 +247,10 @@ struct Worker::Impl {
     const unsigned char* alpn = nullptr;
     unsigned int alpn_len = 0;
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-    const bool h2 = (alpn_len == 2 && alpn[0] == 'h' && alpn[1] == '2') || (cfg.h2 && !cfg.http1);
+    const bool h2 = (alpn_len == 2 && alpn[0] == 'h' && alpn[1] == '2') || codec.h2_only;
     if (h2) {
-      std::make_shared<http2::ServerConnection>(std::move(stream), cfg, std::move(info), proxy,
-                                                ctx.registry())
+      std::make_shared<http2::ServerConnection>(std::move(stream), limits, codec.h2,
+                                                std::move(info), proxy, ctx.registry())
           ->start();
       co_return;
     }

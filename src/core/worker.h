@@ -12,8 +12,8 @@
 #include <boost/asio/io_context.hpp>
 
 #include "core/generations.h"
+#include "core/snapshot.h"
 #include "turnpike/config/config.h"
-#include "turnpike/core/snapshot.h"
 
 namespace turnpike::observability {
 class AccessLogSink;

@@ -1,9 +1,5 @@
 #include "http1/client_connection.h"
 
-#include <spdlog/spdlog.h>
-
-#include "tls/client_context.h"
-
 #include <sys/socket.h>
 
 #include <array>
@@ -34,10 +30,21 @@ constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 
 }  // namespace
 
-ClientConnection::ClientConnection(const asio::any_io_executor& ex)
-    : socket_(ex), read_deadline_(ex), write_deadline_(ex) {
+ClientConnection::ClientConnection(tcp::socket&& socket)
+    : socket_(std::move(socket)),
+      read_deadline_(socket_.get_executor()),
+      write_deadline_(socket_.get_executor()) {
+  error_code ignored;
+  peer_ = socket_.remote_endpoint(ignored);
   out_.reserve(1024);
   buffer_.max_size(kMaxResponseHeader + kReadChunk);
+}
+
+ClientConnection::ClientConnection(std::unique_ptr<TlsStream> tls)
+    : ClientConnection(tcp::socket(tls->get_executor())) {
+  tls_ = std::move(tls);
+  error_code ignored;
+  peer_ = tls_->next_layer().remote_endpoint(ignored);
 }
 
 ClientConnection::~ClientConnection() {
@@ -62,37 +69,6 @@ void ClientConnection::close() noexcept {
     lowest().shutdown(tcp::socket::shutdown_both, ignored);
     lowest().close(ignored);
   }
-}
-
-asio::awaitable<error_code> ClientConnection::connect(const tcp::endpoint& ep,
-                                                      std::chrono::milliseconds timeout,
-                                                      tls::ClientContext* tls,
-                                                      const std::string& tls_name) {
-  peer_ = ep;
-  read_deadline_.expires_after(timeout);
-  auto [ec] = co_await socket_.async_connect(ep, kAwait);
-  if (ec) {
-    read_deadline_.clear();
-    failed_ = true;
-    co_return read_deadline_.expired() ? error_code(asio::error::timed_out) : ec;
-  }
-  socket_.set_option(tcp::no_delay(true), ec);
-  if (tls) {
-    tls_ = std::make_unique<TlsStream>(std::move(socket_), tls->context());
-    tls::prepare_client(tls_->native_handle(), tls_name, tls->settings().verify);
-    auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, kAwait);
-    if (hec) {
-      failed_ = true;
-      const bool timed_out = read_deadline_.expired();
-      read_deadline_.clear();
-      spdlog::warn("upstream TLS handshake with {} (as '{}') failed: {}",
-                   ep.address().to_string() + ":" + std::to_string(ep.port()), tls_name,
-                   timed_out ? "timed out" : tls::client_failure(tls_->native_handle(), hec));
-      co_return timed_out ? error_code(asio::error::timed_out) : hec;
-    }
-  }
-  read_deadline_.clear();
-  co_return error_code{};
 }
 
 bool ClientConnection::still_alive() noexcept {

@@ -21,10 +21,6 @@
 #include "turnpike/http/message.h"
 #include "turnpike/http/stream.h"
 
-namespace turnpike::tls {
-class ClientContext;
-}
-
 namespace turnpike::http1 {
 
 class ClientConnection final : public http::ClientStream,
@@ -32,17 +28,16 @@ class ClientConnection final : public http::ClientStream,
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit ClientConnection(const boost::asio::any_io_executor& ex);
+  using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+
+  /// A connected socket (cleartext), or a stream whose TLS handshake is done (upstream/ does
+  /// the set-up).
+  explicit ClientConnection(boost::asio::ip::tcp::socket&& socket);
+  explicit ClientConnection(std::unique_ptr<TlsStream> tls);
   ~ClientConnection() override;
 
   /// Call once, right after construction by make_shared.
   void init();
-
-  /// Connects; with `tls`, also completes a TLS handshake verifying the backend as `tls_name`
-  /// (all under `timeout`). A TLS failure is logged with its reason.
-  boost::asio::awaitable<boost::system::error_code> connect(
-      const boost::asio::ip::tcp::endpoint& ep, std::chrono::milliseconds timeout,
-      tls::ClientContext* tls = nullptr, const std::string& tls_name = {});
 
   /// Writes the request head (`path_and_query` as the request-target) and the first body bytes.
   boost::asio::awaitable<boost::system::error_code> send_request(
@@ -81,16 +76,15 @@ class ClientConnection final : public http::ClientStream,
   boost::asio::awaitable<boost::system::error_code> read_more(
       support::Deadline::Clock::time_point deadline);
 
-  using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
   boost::asio::ip::tcp::socket& lowest() noexcept { return tls_ ? tls_->next_layer() : socket_; }
   const boost::asio::ip::tcp::socket& lowest() const noexcept {
     return tls_ ? tls_->next_layer() : socket_;
   }
 
-  boost::asio::ip::tcp::socket socket_;  // until a TLS handshake moves it into tls_
+  boost::asio::ip::tcp::socket socket_;  // cleartext (unused with TLS)
   std::unique_ptr<TlsStream> tls_;
   boost::asio::ip::tcp::endpoint peer_;
-  support::Deadline read_deadline_;   // connect, then response reads
+  support::Deadline read_deadline_;   // response reads
   support::Deadline write_deadline_;  // request writes
   boost::beast::flat_buffer buffer_;
   std::string out_;

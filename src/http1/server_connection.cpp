@@ -37,7 +37,7 @@ bool body_forbidden(int status) {
 
 }  // namespace
 
-ServerConnection::ServerConnection(tcp::socket&& socket, const config::Limits& limits,
+ServerConnection::ServerConnection(tcp::socket&& socket, const http::ServerLimits& limits,
                                    http::ConnectionInfo info, http::StreamHandler& handler,
                                    http::ConnectionRegistry& registry, std::string_view initial)
     : socket_(std::move(socket)),
@@ -58,7 +58,7 @@ ServerConnection::ServerConnection(tcp::socket&& socket, const config::Limits& l
   registry_.add(this, info_.listener_id);
 }
 
-ServerConnection::ServerConnection(std::unique_ptr<TlsStream> tls, const config::Limits& limits,
+ServerConnection::ServerConnection(std::unique_ptr<TlsStream> tls, const http::ServerLimits& limits,
                                    http::ConnectionInfo info, http::StreamHandler& handler,
                                    http::ConnectionRegistry& registry)
     : ServerConnection(tcp::socket(tls->get_executor()), limits, std::move(info), handler,
@@ -148,7 +148,6 @@ asio::awaitable<error_code> ServerConnection::read_more() {
     co_return ec;
   }
   buffer_.commit(n);
-  rx_ += n;
   co_return error_code{};
 }
 
@@ -315,14 +314,14 @@ asio::awaitable<bool> ServerConnection::read_head() {
     std::size_t n = parser_->put(buffer_.data(), ec);
     if (!ec && parser_->is_header_done()) {
       std::string_view block(static_cast<const char*>(buffer_.data().data()), n);
-      buffer_.consume(n);
+      consume(n);
       if (!header_block_is_strict(block)) {
         co_await reply_error(400, "obs-fold or bare LF in header");
         co_return false;
       }
       break;
     }
-    buffer_.consume(n);
+    consume(n);
     if (ec && ec != bhttp::error::need_more) {
       co_await reply_error(status_for(ec), ec.message());
       co_return false;
@@ -393,7 +392,7 @@ asio::awaitable<void> ServerConnection::reply_error(int status, std::string_view
   std::string body = R"({"error":")";
   body += http::reason_phrase(status);
   body += "\"}";
-  handler_.on_rejected(info_, head_, status, details, rx_, tx_ + body.size());
+  handler_.on_rejected(info_, head_, status, details, rx_ + buffer_.size(), tx_ + body.size());
   if (state_ == State::Closed) co_return;
   out_.clear();
   out_ += "HTTP/1.1 ";
@@ -420,7 +419,7 @@ http::BodyRead ServerConnection::parse_buffered(std::span<char> out) {
   while (buffer_.size() > 0) {
     error_code ec;
     std::size_t n = parser_->put(buffer_.data(), ec);
-    buffer_.consume(n);
+    consume(n);
     if (ec && ec != bhttp::error::need_more && ec != bhttp::error::need_buffer) {
       r.ec = ec;
       break;
@@ -467,7 +466,7 @@ asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out,
     }
     if (buffer_.size() > 0) {
       r.bytes = asio::buffer_copy(asio::buffer(out.data(), out.size()), buffer_.data());
-      buffer_.consume(r.bytes);
+      consume(r.bytes);
       co_return r;
     }
     read_deadline_.expires_after(timeout);

@@ -20,8 +20,8 @@
 
 #include "http1/parser.h"
 #include "support/deadline.h"
-#include "turnpike/config/config.h"
 #include "turnpike/http/connection_registry.h"
+#include "turnpike/http/limits.h"
 #include "turnpike/http/stream.h"
 
 namespace turnpike::http1 {
@@ -33,11 +33,11 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 
   /// `initial`: bytes already read from the socket (while detecting the HTTP/2 preface).
-  ServerConnection(boost::asio::ip::tcp::socket&& socket, const config::Limits& limits,
+  ServerConnection(boost::asio::ip::tcp::socket&& socket, const http::ServerLimits& limits,
                    http::ConnectionInfo info, http::StreamHandler& handler,
                    http::ConnectionRegistry& registry, std::string_view initial = {});
   /// Over TLS: `tls` has completed its handshake.
-  ServerConnection(std::unique_ptr<TlsStream> tls, const config::Limits& limits,
+  ServerConnection(std::unique_ptr<TlsStream> tls, const http::ServerLimits& limits,
                    http::ConnectionInfo info, http::StreamHandler& handler,
                    http::ConnectionRegistry& registry);
   ~ServerConnection();
@@ -60,6 +60,11 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   boost::asio::awaitable<void> wait_event();
   boost::asio::awaitable<void> linger();
   int status_for(const boost::system::error_code& ec) const;
+  // Takes `n` parsed bytes out of the buffer; they count as this request's.
+  void consume(std::size_t n) noexcept {
+    buffer_.consume(n);
+    rx_ += n;
+  }
   http::BodyRead parse_buffered(std::span<char> out);
   void body_complete() noexcept;
   void start_watch();
@@ -91,7 +96,7 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
 
   boost::asio::ip::tcp::socket socket_;  // cleartext (unused with TLS)
   std::unique_ptr<TlsStream> tls_;
-  config::Limits limits_;
+  http::ServerLimits limits_;
   http::ConnectionInfo info_;
   http::StreamHandler& handler_;
   http::ConnectionRegistry& registry_;

@@ -16,7 +16,6 @@
 
 #include "http2/header_block.h"
 #include "support/spawn.h"
-#include "tls/client_context.h"
 
 namespace turnpike::http2 {
 
@@ -442,12 +441,11 @@ struct ClientConnection::Callbacks {
 
 // ---- the connection ----------------------------------------------------------------------
 
-ClientConnection::ClientConnection(const asio::any_io_executor& ex,
-                                   const config::ClusterHttp2& settings, std::string label)
+ClientConnection::ClientConnection(const asio::any_io_executor& ex, const ClientSettings& settings,
+                                   std::string label)
     : socket_(ex),
       settings_(settings),
       label_(std::move(label)),
-      deadline_(ex),
       write_event_(ex),
       ready_event_(ex) {}
 
@@ -455,14 +453,28 @@ ClientConnection::~ClientConnection() {
   if (session_) nghttp2_session_del(session_);
 }
 
-void ClientConnection::start(const tcp::endpoint& ep, std::chrono::milliseconds timeout,
-                             std::shared_ptr<tls::ClientContext> tls, std::string tls_name) {
-  deadline_.bind(weak_from_this(), [this] {
+void ClientConnection::start(tcp::socket&& socket) {
+  socket_ = std::move(socket);
+  begin();
+}
+
+void ClientConnection::start(std::unique_ptr<TlsStream> tls) {
+  tls_ = std::move(tls);
+  tls_used_ = true;
+  begin();
+}
+
+void ClientConnection::connect_failed(const error_code& ec) {
+  fail(ec);
+}
+
+void ClientConnection::begin() {
+  if (closed_) {  // closed (or failed) while connecting
     error_code ignored;
-    lowest().cancel(ignored);
-  });
-  asio::co_spawn(socket_.get_executor(),
-                 connect_and_run(ep, timeout, std::move(tls), std::move(tls_name)),
+    lowest().close(ignored);
+    return;
+  }
+  asio::co_spawn(lowest().get_executor(), run(),
                  support::log_exception("h2 upstream connection", [w = weak_from_this()] {
                    if (auto c = w.lock()) c->fail(asio::error::operation_aborted);
                  }));
@@ -499,7 +511,6 @@ void ClientConnection::fail(const error_code& ec) noexcept {
   closed_ = true;
   connecting_ = false;
   error_ = ec;
-  deadline_.cancel();
   write_event_.cancel();
   ready_event_.cancel();
   error_code ignored;
@@ -552,47 +563,8 @@ void ClientConnection::init_session() {
       session_, NGHTTP2_FLAG_NONE, 0, static_cast<std::int32_t>(settings_.connection_window_size));
 }
 
-asio::awaitable<void> ClientConnection::connect_and_run(tcp::endpoint ep,
-                                                        std::chrono::milliseconds timeout,
-                                                        std::shared_ptr<tls::ClientContext> tls,
-                                                        std::string tls_name) {
+asio::awaitable<void> ClientConnection::run() {
   auto self = shared_from_this();
-  deadline_.expires_after(timeout);
-  auto [ec] = co_await socket_.async_connect(ep, kAwait);
-  if (!ec && !closed_) {
-    error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
-    if (tls) {
-      tls_used_ = true;
-      tls_ = std::make_unique<TlsStream>(std::move(socket_), tls->context());
-      SSL* ssl = tls_->native_handle();
-      tls::prepare_client(ssl, tls_name, tls->settings().verify);
-      static constexpr unsigned char kAlpn[] = {2, 'h', '2'};
-      SSL_set_alpn_protos(ssl, kAlpn, sizeof kAlpn);
-      std::tie(ec) = co_await tls_->async_handshake(asio::ssl::stream_base::client, kAwait);
-      if (ec && !closed_) {
-        spdlog::warn("upstream TLS handshake with {} (as '{}') failed: {}", label_, tls_name,
-                     deadline_.expired() ? "timed out" : tls::client_failure(ssl, ec));
-      } else if (!ec) {
-        const unsigned char* alpn = nullptr;
-        unsigned int alpn_len = 0;
-        SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-        if (alpn_len != 2 || alpn[0] != 'h' || alpn[1] != '2') {
-          spdlog::warn(
-              "upstream {} (as '{}') did not agree to HTTP/2 by ALPN (cluster protocol "
-              "h2)",
-              label_, tls_name);
-          ec = asio::error::no_protocol_option;
-        }
-      }
-    }
-  }
-  if (ec || closed_) {
-    const bool timed_out = deadline_.expired();
-    fail(timed_out ? error_code(asio::error::timed_out) : ec ? ec : asio::error::operation_aborted);
-    co_return;
-  }
-  deadline_.clear();
   init_session();
   connecting_ = false;
   ready_ = true;

@@ -1,8 +1,9 @@
 // HTTP/2 upstream connection (h2 over TLS with ALPN, h2c with prior knowledge) on nghttp2: many
 // request streams multiplexed on one connection to a backend, each an http::ClientStream for
-// the proxy. A stream may be opened while the connection is still connecting; its request then
-// waits for the handshake. Response bodies are buffered only up to the stream's flow-control
-// window, returned as the proxy reads them. Owning worker thread only.
+// the proxy. upstream/ connects (and does the TLS handshake) and then hands the stream over
+// with start(); a stream may be opened before that, and its request waits. Response bodies are
+// buffered only up to the stream's flow-control window, returned as the proxy reads them. Owning
+// worker thread only.
 #pragma once
 
 #include <chrono>
@@ -15,29 +16,28 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "support/deadline.h"
-#include "turnpike/config/config.h"
+#include "http2/settings.h"
 #include "turnpike/http/client_stream.h"
 
 struct nghttp2_session;
-
-namespace turnpike::tls {
-class ClientContext;
-}
 
 namespace turnpike::http2 {
 
 class ClientConnection final : public std::enable_shared_from_this<ClientConnection> {
  public:
   using Clock = std::chrono::steady_clock;
+  using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 
-  ClientConnection(const boost::asio::any_io_executor& ex, const config::ClusterHttp2& settings,
+  /// Not yet connected: streams opened now wait for start() or connect_failed().
+  ClientConnection(const boost::asio::any_io_executor& ex, const ClientSettings& settings,
                    std::string label);
   ~ClientConnection();
 
-  /// Starts connecting (TCP, then TLS with ALPN h2 when `tls`); streams opened meanwhile wait.
-  void start(const boost::asio::ip::tcp::endpoint& ep, std::chrono::milliseconds timeout,
-             std::shared_ptr<tls::ClientContext> tls, std::string tls_name);
+  /// The connection is up (h2c: a connected socket; h2: TLS done with ALPN h2): serve it.
+  void start(boost::asio::ip::tcp::socket&& socket);
+  void start(std::unique_ptr<TlsStream> tls);
+  /// Connecting failed: waiting streams fail with `ec`.
+  void connect_failed(const boost::system::error_code& ec);
 
   /// A new stream may be opened: not failed, closed or told to go away, and below the
   /// concurrent-stream cap (ours and the backend's).
@@ -61,12 +61,9 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
  private:
   friend class Stream;
   friend struct Callbacks;
-  using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 
-  boost::asio::awaitable<void> connect_and_run(boost::asio::ip::tcp::endpoint ep,
-                                               std::chrono::milliseconds timeout,
-                                               std::shared_ptr<tls::ClientContext> tls,
-                                               std::string tls_name);
+  void begin();
+  boost::asio::awaitable<void> run();
   boost::asio::awaitable<void> write_loop();
   /// Waits until connected (or failed); the error if it failed.
   boost::asio::awaitable<boost::system::error_code> wait_ready(Clock::time_point deadline);
@@ -78,9 +75,8 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
 
   boost::asio::ip::tcp::socket socket_;
   std::unique_ptr<TlsStream> tls_;
-  config::ClusterHttp2 settings_;
+  ClientSettings settings_;
   std::string label_;
-  support::Deadline deadline_;  // connect / handshake, then writes
   boost::asio::steady_timer write_event_;
   boost::asio::steady_timer ready_event_;
   nghttp2_session* session_ = nullptr;

@@ -533,12 +533,13 @@ struct ServerConnection::Callbacks {
 // ---- the connection ----------------------------------------------------------------------
 
 ServerConnection::ServerConnection(tcp::socket&& socket, std::string initial,
-                                   const config::Listener& listener, http::ConnectionInfo info,
-                                   http::StreamHandler& handler, http::ConnectionRegistry& registry)
+                                   const http::ServerLimits& limits, const ServerSettings& settings,
+                                   http::ConnectionInfo info, http::StreamHandler& handler,
+                                   http::ConnectionRegistry& registry)
     : socket_(std::move(socket)),
       initial_(std::move(initial)),
-      limits_(listener.limits),
-      settings_(listener.http2),
+      limits_(limits),
+      settings_(settings),
       info_(std::move(info)),
       handler_(handler),
       registry_(registry),
@@ -550,14 +551,15 @@ ServerConnection::ServerConnection(tcp::socket&& socket, std::string initial,
       control_refill_(Clock::now()),
       reset_tokens_(settings_.max_resets_burst),
       reset_refill_(Clock::now()) {
+  info_.body_timeout = limits_.body_timeout;
   registry_.add(this, info_.listener_id);
 }
 
-ServerConnection::ServerConnection(std::unique_ptr<TlsStream> tls, const config::Listener& listener,
-                                   http::ConnectionInfo info, http::StreamHandler& handler,
-                                   http::ConnectionRegistry& registry)
-    : ServerConnection(tcp::socket(tls->get_executor()), {}, listener, std::move(info), handler,
-                       registry) {
+ServerConnection::ServerConnection(std::unique_ptr<TlsStream> tls, const http::ServerLimits& limits,
+                                   const ServerSettings& settings, http::ConnectionInfo info,
+                                   http::StreamHandler& handler, http::ConnectionRegistry& registry)
+    : ServerConnection(tcp::socket(tls->get_executor()), {}, limits, settings, std::move(info),
+                       handler, registry) {
   tls_ = std::move(tls);
 }
 

@@ -17,9 +17,10 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "http2/settings.h"
 #include "support/deadline.h"
-#include "turnpike/config/config.h"
 #include "turnpike/http/connection_registry.h"
+#include "turnpike/http/limits.h"
 #include "turnpike/http/stream.h"
 
 struct nghttp2_session;
@@ -33,12 +34,13 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
 
   /// Cleartext (h2c): `initial` holds bytes already read from the socket (the preface).
   ServerConnection(boost::asio::ip::tcp::socket&& socket, std::string initial,
-                   const config::Listener& listener, http::ConnectionInfo info,
-                   http::StreamHandler& handler, http::ConnectionRegistry& registry);
-  /// Over TLS: `tls` has completed its handshake and ALPN chose h2.
-  ServerConnection(std::unique_ptr<TlsStream> tls, const config::Listener& listener,
+                   const http::ServerLimits& limits, const ServerSettings& settings,
                    http::ConnectionInfo info, http::StreamHandler& handler,
                    http::ConnectionRegistry& registry);
+  /// Over TLS: `tls` has completed its handshake and ALPN chose h2.
+  ServerConnection(std::unique_ptr<TlsStream> tls, const http::ServerLimits& limits,
+                   const ServerSettings& settings, http::ConnectionInfo info,
+                   http::StreamHandler& handler, http::ConnectionRegistry& registry);
   ~ServerConnection();
 
   /// Starts serving; the connection keeps itself alive until it closes.
@@ -75,8 +77,8 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   boost::asio::ip::tcp::socket socket_;  // cleartext (unused with TLS)
   std::unique_ptr<TlsStream> tls_;
   std::string initial_;
-  config::Limits limits_;
-  config::Http2Settings settings_;
+  http::ServerLimits limits_;
+  ServerSettings settings_;
   http::ConnectionInfo info_;
   http::StreamHandler& handler_;
   http::ConnectionRegistry& registry_;

@@ -62,7 +62,7 @@ WorkerContext::~WorkerContext() {
     p->close_idle();
 }
 
-void WorkerContext::set_snapshot(core::SnapshotPtr snap) {
+void WorkerContext::set_snapshot(SnapshotPtr snap) {
   auto ws = std::make_unique<WorkerSnapshot>();
   ws->shared = std::move(snap);
   ws->current = true;

@@ -14,7 +14,7 @@
 #include <boost/intrusive/list.hpp>
 
 #include "observability/access_log.h"
-#include "turnpike/core/snapshot.h"
+#include "proxy/snapshot.h"
 #include "turnpike/http/connection_registry.h"
 #include "upstream/cluster_pool.h"
 
@@ -44,7 +44,7 @@ using PinnedStreams =
 /// pins it any more (the shared snapshot itself is freed by the control thread, which keeps a
 /// reference to every live generation).
 struct WorkerSnapshot {
-  core::SnapshotPtr shared;
+  SnapshotPtr shared;
   std::vector<upstream::ClusterPool*> pools;
   std::uint32_t pins = 0;
   bool current = false;
@@ -68,8 +68,8 @@ class SnapshotRef {
   SnapshotRef(SnapshotRef&& o) noexcept : ws_(std::exchange(o.ws_, nullptr)), ctx_(o.ctx_) {}
   SnapshotRef& operator=(SnapshotRef&&) = delete;
   ~SnapshotRef();
-  const core::Snapshot& operator*() const noexcept { return *ws_->shared; }
-  const core::Snapshot* operator->() const noexcept { return ws_->shared.get(); }
+  const Snapshot& operator*() const noexcept { return *ws_->shared; }
+  const Snapshot* operator->() const noexcept { return ws_->shared.get(); }
   upstream::ClusterPool& pool(std::uint32_t cluster_index) const noexcept {
     return *ws_->pools[cluster_index];
   }
@@ -106,9 +106,9 @@ class WorkerContext {
   ~WorkerContext();
 
   /// Installs `snap` as current: pools of clusters with the same name and definition are kept.
-  void set_snapshot(core::SnapshotPtr snap);
+  void set_snapshot(SnapshotPtr snap);
   SnapshotRef pin() noexcept { return SnapshotRef(current_, this); }
-  const core::Snapshot& current() const noexcept { return *current_->shared; }
+  const Snapshot& current() const noexcept { return *current_->shared; }
 
   /// A new request id (UUID v4 format), unique per process with overwhelming probability.
   std::string next_request_id();

@@ -423,4 +423,21 @@ nlohmann::json Explanation::to_json(const RequestView& req) const {
   return j;
 }
 
+nlohmann::json RouteTable::explain(std::string_view method, std::string_view authority,
+                                   std::string_view target,
+                                   const std::vector<std::pair<std::string, std::string>>& headers,
+                                   std::string& error) const {
+  auto split = http::normalize_target(target);
+  if (!split) {
+    error = "invalid path '" + std::string(target) + "'";
+    return nullptr;
+  }
+  http::HeaderMap hm;
+  for (const auto& [k, v] : headers)
+    hm.add(k, v);
+  const std::string host = http::normalize_host(authority);
+  const RequestView view{method, host, split->path, split->query, &hm};
+  return explain(view).to_json(view);
+}
+
 }  // namespace turnpike::router

@@ -1,6 +1,12 @@
 #include "upstream/cluster_pool.h"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/address.hpp>
+
+#include "http1/client_connection.h"
+#include "http2/client_connection.h"
+#include "support/spawn.h"
+#include "upstream/connector.h"
 
 namespace turnpike::upstream {
 
@@ -10,6 +16,28 @@ using tcp = asio::ip::tcp;
 namespace {
 // Connections idle for less than this are handed out without a liveness probe.
 constexpr auto kProbeAfter = std::chrono::milliseconds(1000);
+
+http2::ClientSettings h2_settings(const config::ClusterHttp2& c) {
+  http2::ClientSettings s;
+  s.max_concurrent_streams = c.max_concurrent_streams;
+  s.initial_window_size = c.initial_window_size;
+  s.connection_window_size = c.connection_window_size;
+  return s;
+}
+
+// Connects an HTTP/2 connection whose streams may already be waiting for it.
+asio::awaitable<void> connect_h2(std::shared_ptr<http2::ClientConnection> conn,
+                                 tcp::endpoint endpoint, std::chrono::milliseconds timeout,
+                                 std::shared_ptr<tls::ClientContext> tls, std::string tls_name,
+                                 std::string label) {
+  Connection c = co_await connect(endpoint, timeout, tls.get(), tls_name, true, label);
+  if (c.ec)
+    conn->connect_failed(c.ec);
+  else if (c.tls)
+    conn->start(std::move(c.tls));
+  else
+    conn->start(std::move(c.socket));
+}
 }  // namespace
 
 ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor ex,
@@ -70,8 +98,11 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
         co_return lease;
       }
     }
-    auto c = std::make_shared<http2::ClientConnection>(ex_, config_->http2, ep.label);
-    c->start(ep.endpoint, config_->connect_timeout, tls_, ep.tls_name);
+    auto c = std::make_shared<http2::ClientConnection>(ex_, h2_settings(config_->http2), ep.label);
+    asio::co_spawn(
+        ex_, connect_h2(c, ep.endpoint, config_->connect_timeout, tls_, ep.tls_name, ep.label),
+        support::log_exception("upstream h2 connect",
+                               [c] { c->connect_failed(asio::error::operation_aborted); }));
     ep.h2.push_back(c);
     lease.conn = c->open_stream();
     co_return lease;
@@ -90,13 +121,16 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
       co_return lease;
     }
   }
-  auto conn = std::make_shared<http1::ClientConnection>(ex_);
-  conn->init();
-  lease.ec = co_await conn->connect(ep.endpoint, config_->connect_timeout, tls_.get(), ep.tls_name);
-  if (lease.ec) {
-    conn->close();
+  const std::shared_ptr<tls::ClientContext> tls = tls_;  // (a reload may rebind tls_ meanwhile)
+  Connection c = co_await connect(ep.endpoint, config_->connect_timeout, tls.get(), ep.tls_name,
+                                  false, ep.label);
+  if (c.ec) {
+    lease.ec = c.ec;
     co_return lease;
   }
+  auto conn = c.tls ? std::make_shared<http1::ClientConnection>(std::move(c.tls))
+                    : std::make_shared<http1::ClientConnection>(std::move(c.socket));
+  conn->init();
   lease.conn = std::move(conn);
   co_return lease;
 }

@@ -1,5 +1,6 @@
-// Per-worker view of the upstream clusters: endpoint choice (smooth weighted round robin) and
-// keep-alive connection pools (bounded idle list per endpoint, idle timeout). Nothing here is
+// Per-worker view of the upstream clusters: endpoint choice (smooth weighted round robin),
+// connection set-up (upstream/connector.h) and keep-alive connection pools (bounded idle list
+// per endpoint, idle timeout). Nothing here is
 // shared with other workers, so nothing is locked. Owning worker thread only.
 #pragma once
 
@@ -12,9 +13,18 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-#include "http1/client_connection.h"
-#include "http2/client_connection.h"
 #include "turnpike/config/config.h"
+#include "turnpike/http/client_stream.h"
+
+namespace turnpike::http1 {
+class ClientConnection;
+}
+namespace turnpike::http2 {
+class ClientConnection;
+}
+namespace turnpike::tls {
+class ClientContext;
+}
 
 namespace turnpike::upstream {
 

@@ -72,6 +72,13 @@ class RouteTable {
   const Route* match(const RequestView& req) const noexcept;
   /// Like match(), recording for each earlier route why it did not match.
   Explanation explain(const RequestView& req) const;
+  /// The explain answer (JSON) for a request as a client would send it: the target is
+  /// normalized and the host lower-cased as the codecs do. Shared by the admin's GET /explain
+  /// and `turnpike explain`. On a target that cannot be normalized: null and `error` set.
+  nlohmann::json explain(std::string_view method, std::string_view authority,
+                         std::string_view target,
+                         const std::vector<std::pair<std::string, std::string>>& headers,
+                         std::string& error) const;
 
   const std::vector<Route>& routes() const noexcept { return routes_; }
 

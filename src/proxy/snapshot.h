@@ -1,5 +1,7 @@
 // An immutable, runnable configuration: the validated config plus what was compiled from it
-// (the route table). Built on the control thread, shared read-only by every worker; a request
+// (the route table, the filter chains, the TLS contexts): what a request runs against. Built
+// from config structs on the control thread by core/ (reload), which publishes it to the
+// workers. Built on the control thread, shared read-only by every worker; a request
 // pins the snapshot it started with until it ends.
 #pragma once
 
@@ -16,7 +18,7 @@ class ServerContext;
 class ClientContext;
 }  // namespace turnpike::tls
 
-namespace turnpike::core {
+namespace turnpike::proxy {
 
 struct Snapshot {
   /// Builds everything the config compiles to; throws std::runtime_error when a part cannot be
@@ -44,4 +46,4 @@ struct Snapshot {
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
 
-}  // namespace turnpike::core
+}  // namespace turnpike::proxy

@@ -1,4 +1,4 @@
-#include "turnpike/core/snapshot.h"
+#include "proxy/snapshot.h"
 
 #include <map>
 #include <stdexcept>
@@ -8,7 +8,7 @@
 #include "tls/client_context.h"
 #include "tls/server_context.h"
 
-namespace turnpike::core {
+namespace turnpike::proxy {
 
 Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
     : config(std::move(cfg)),
@@ -62,4 +62,4 @@ Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
 
 Snapshot::~Snapshot() = default;
 
-}  // namespace turnpike::core
+}  // namespace turnpike::proxy
