@@ -998,7 +998,7 @@ def write_report(s, info, vers, status, probes, results, elapsed):
              "the raw table (PassiveOpens of `/proc/net/snmp` over the run / requests; machine-wide, so it counts "
              "accepts at the proxy and at the upstream) shows 1 for a new client connection per request, plus 1 "
              "if the proxy also opens a new upstream connection per request.")
-    L.append(f"- **Probe.** Before the rounds, each proxy must answer every scenario's request, sent as its load "
+    L.append("- **Probe.** Before the rounds, each proxy must answer every scenario's request, sent as its load "
              "sends it, correctly: a 200; `/bytes/N` bodies of exactly N bytes; for the upload the upstream's "
              "reported size and SHA-256 of the body it received must match what was sent; TLS 1.3 on the TLS "
              "listener; `Connection: close` answered and the connection closed; a 200 over h2c. A proxy failing a "
