@@ -130,21 +130,7 @@ trap 'exit 129' HUP
 
 # --- certificates: one EC P-256 CA and one server certificate, shared by all three proxies ------------
 CERTS="$WORKDIR/certs"
-mkdir -p "$CERTS"
-(
-  cd "$CERTS"
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
-  openssl req -x509 -new -key ca.key -sha256 -days 30 -subj "/CN=Turnpike bench CA" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.pem
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out server.key 2>/dev/null
-  openssl req -new -key server.key -subj "/CN=bench.test" -out server.csr
-  printf '%s\n' "subjectAltName=DNS:bench.test,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
-    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -sha256 \
-    -extfile server.ext -out server.pem 2>/dev/null
-  cat server.pem server.key >server-combined.pem   # HAProxy's `crt` wants certificate and key in one file
-  openssl verify -CAfile ca.pem server.pem >/dev/null
-) || { echo "tls.sh: could not create the certificates in $CERTS" >&2; exit 1; }
+"$ROOT/bench/certs.sh" "$CERTS" || { echo "tls.sh: could not create the certificates in $CERTS" >&2; exit 1; }
 
 ARGS=()
 [ "$QUICK" = 1 ] && ARGS+=(--quick)
