@@ -24,6 +24,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INCLUSIVE = "no"
 
 
 def free_port():
@@ -114,9 +115,11 @@ access_log: {{path: "off"}}
                         total = max(total, int(line.split()[1]))
         text = ""
         if top:
-            text = subprocess.run(["callgrind_annotate", "--inclusive=no", dumps[-1]],
+            text = subprocess.run(["callgrind_annotate", "--inclusive=" + INCLUSIVE, "--auto=no",
+                                   "--threshold=100", dumps[-1]],
                                   capture_output=True, text=True).stdout
-            lines = [l for l in text.splitlines() if re.match(r"\s*[\d,]+ \(", l)]
+            lines = [l for l in text.splitlines()
+                     if re.match(r"\s*[\d,]+ +(\([ \d.]+%\) +)?\S", l) and "PROGRAM TOTALS" not in l]
             text = "\n".join(lines[:top])
         return total / requests, elapsed, text
     finally:
@@ -134,9 +137,12 @@ def main():
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--shape", default="small")
     ap.add_argument("--top", type=int, default=0)
+    ap.add_argument("--inclusive", action="store_true", help="--top by cost including callees")
     ap.add_argument("--echo", default=os.path.join(ROOT, "build/release/turnpike-echo"))
     ap.add_argument("--client", default=os.path.join(ROOT, "build/release/turnpike-client"))
     a = ap.parse_args()
+    global INCLUSIVE
+    INCLUSIVE = "yes" if a.inclusive else "no"
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     for b in a.binaries:

@@ -30,6 +30,8 @@ constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 // Closing with request bytes unread: how long to keep draining them (half-closed) so that the
 // client reads the answer before the close, rather than a reset that may discard it.
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// How long a request is served before a read is kept pending to notice the client leaving.
+constexpr auto kWatchDelay = std::chrono::milliseconds(500);
 
 bool body_forbidden(int status) {
   return (status >= 100 && status < 200) || status == 204 || status == 304;
@@ -47,7 +49,9 @@ ServerConnection::ServerConnection(tcp::socket&& socket, const http::ServerLimit
       registry_(registry),
       read_deadline_(socket_.get_executor()),
       write_deadline_(socket_.get_executor()),
-      event_(socket_.get_executor()) {
+      watch_deadline_(socket_.get_executor()),
+      write_turn_(socket_.get_executor()),
+      watch_done_(socket_.get_executor()) {
   info_.body_timeout = limits_.body_timeout;
   out_.reserve(1024);
   if (!initial.empty()) {
@@ -77,6 +81,7 @@ void ServerConnection::start() {
   };
   read_deadline_.bind(weak_from_this(), cancel);
   write_deadline_.bind(weak_from_this(), cancel);
+  watch_deadline_.bind(weak_from_this(), [this] { on_watch_deadline(); });
   asio::co_spawn(lowest().get_executor(), run(), [](std::exception_ptr e) {
     if (e) {
       try {
@@ -110,39 +115,40 @@ void ServerConnection::close() noexcept {
   observer_ = nullptr;
   read_deadline_.cancel();
   write_deadline_.cancel();
+  watch_deadline_.cancel();
   error_code ignored;
   lowest().shutdown(tcp::socket::shutdown_both, ignored);
   lowest().close(ignored);
-  if (waiting_) event_.cancel();
-}
-
-asio::awaitable<void> ServerConnection::wait_event() {
-  ++waiting_;
-  event_.expires_at(asio::steady_timer::time_point::max());
-  co_await event_.async_wait(kAwait);
-  --waiting_;
+  write_turn_.notify();
+  watch_done_.notify();
 }
 
 asio::awaitable<error_code> ServerConnection::read_more() {
   // The watch read (start_watch) may be in flight, or may have ended: its result is this read's.
   const bool joined = watching_;
   while (watching_ && state_ != State::Closed)
-    co_await wait_event();
+    co_await watch_done_.wait();
   if (watch_ec_) co_return std::exchange(watch_ec_, {});
   if (state_ == State::Closed) co_return asio::error::not_connected;
   if (joined) co_return error_code{};
   const std::size_t room = buffer_.max_size() - buffer_.size();
   if (room == 0) co_return bhttp::error::buffer_overflow;
   const auto space = buffer_.prepare(std::min(room, kReadChunk));
-  // Bound to read_cancel_, so cancel_read() ends a body read without touching a write.
   error_code ec;
   std::size_t n = 0;
-  if (tls_)
+  if (!reading_body_) {
+    if (tls_)
+      std::tie(ec, n) = co_await tls_->async_read_some(space, kAwait);
+    else
+      std::tie(ec, n) = co_await socket_.async_read_some(space, kAwait);
+  } else if (tls_) {
+    // A body read is bound to read_cancel_: cancel_read() ends it without touching a write.
     std::tie(ec, n) = co_await tls_->async_read_some(
         space, asio::bind_cancellation_slot(read_cancel_.slot(), kAwait));
-  else
+  } else {
     std::tie(ec, n) = co_await socket_.async_read_some(
         space, asio::bind_cancellation_slot(read_cancel_.slot(), kAwait));
+  }
   if (ec) {
     if (read_deadline_.expired()) co_return asio::error::timed_out;
     co_return ec;
@@ -154,7 +160,7 @@ asio::awaitable<error_code> ServerConnection::read_more() {
 asio::awaitable<error_code> ServerConnection::write(std::span<const asio::const_buffer> bufs) {
   // One write at a time: a 100 Continue from the body reader may be in flight.
   while (writing_ && state_ != State::Closed)
-    co_await wait_event();
+    co_await write_turn_.wait();
   if (state_ == State::Closed) co_return asio::error::not_connected;
   writing_ = true;
   write_deadline_.expires_after(limits_.body_timeout);
@@ -166,23 +172,40 @@ asio::awaitable<error_code> ServerConnection::write(std::span<const asio::const_
     std::tie(ec, n) = co_await asio::async_write(socket_, bufs, kAwait);
   write_deadline_.clear();
   writing_ = false;
-  if (waiting_) event_.cancel();
+  write_turn_.notify();
   tx_ += n;
   if (ec && write_deadline_.expired()) co_return asio::error::timed_out;
   co_return ec;
 }
 
-// ---- the watch: a read kept pending while a response is on its way ---------------------------
+// ---- the watch: noticing a client that leaves while its response is on its way ------------
+//
+// A request that is still being served kWatchDelay after it started (its body read) gets a read
+// kept pending on the connection: a close (or reset) then tells the stream's observer, which
+// cancels the upstream request. Bytes that arrive are the next request's (pipelining); they go
+// into the buffer and run() joins the read. A request served faster never pays for it: no
+// read, no system call, only a lazily re-armed timer.
+
+void ServerConnection::arm_watch() noexcept {
+  watch_deadline_.expires_after(kWatchDelay);
+}
+
+void ServerConnection::on_watch_deadline() {
+  if (state_ != State::Serving || response_done_ || !observer_) return;
+  if (parser_ && !parser_->is_done()) {  // the body is still coming: its reads will tell
+    arm_watch();
+    return;
+  }
+  start_watch();
+}
 
 void ServerConnection::start_watch() {
   // Nothing to learn when the client has already sent more (pipelining): it is there.
   if (watching_ || watch_ec_ || state_ != State::Serving || tunnel_ || !head_.upgrade.empty() ||
       buffer_.size() > 0)
     return;
-  const std::size_t room = buffer_.max_size() - buffer_.size();
-  if (room == 0) return;  // pipelined requests fill the buffer: nothing more to learn
   watching_ = true;
-  const auto space = buffer_.prepare(std::min(room, kReadChunk));
+  const auto space = buffer_.prepare(std::min(buffer_.max_size(), kReadChunk));
   auto done = [self = shared_from_this()](const error_code& ec, std::size_t n) {
     self->on_watch(ec, n);
   };
@@ -194,7 +217,7 @@ void ServerConnection::start_watch() {
 
 void ServerConnection::on_watch(const error_code& ec, std::size_t n) {
   watching_ = false;
-  if (waiting_) event_.cancel();
+  watch_done_.notify();
   if (!ec) {
     // The next request's first bytes (pipelining): the client is there. The watch ends, so
     // that run() parses them as soon as this response is done.
@@ -211,11 +234,10 @@ void ServerConnection::on_watch(const error_code& ec, std::size_t n) {
 
 void ServerConnection::set_observer(http::StreamObserver* observer) noexcept {
   observer_ = observer;
-  if (observer && parser_ && parser_->is_done()) start_watch();
-}
-
-void ServerConnection::body_complete() noexcept {
-  if (observer_) start_watch();
+  if (observer)
+    arm_watch();
+  else
+    watch_deadline_.clear();
 }
 
 // ---- connection loop ----------------------------------------------------------------------
@@ -440,7 +462,6 @@ http::BodyRead ServerConnection::read_buffered_body(std::span<char> out) {
     return r;
   }
   r = parse_buffered(out);
-  if (r.last) body_complete();
   return r;
 }
 
@@ -519,7 +540,6 @@ asio::awaitable<http::BodyRead> ServerConnection::read_body(std::span<char> out,
     }
   }
   reading_body_ = false;
-  if (r.last) body_complete();
   co_return r;
 }
 

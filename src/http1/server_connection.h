@@ -20,6 +20,7 @@
 
 #include "http1/parser.h"
 #include "support/deadline.h"
+#include "support/event.h"
 #include "turnpike/http/connection_registry.h"
 #include "turnpike/http/limits.h"
 #include "turnpike/http/stream.h"
@@ -57,7 +58,6 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   boost::asio::awaitable<void> reply_error(int status, std::string_view details);
   boost::asio::awaitable<boost::system::error_code> write(
       std::span<const boost::asio::const_buffer> bufs);
-  boost::asio::awaitable<void> wait_event();
   boost::asio::awaitable<void> linger();
   int status_for(const boost::system::error_code& ec) const;
   // Takes `n` parsed bytes out of the buffer; they count as this request's.
@@ -66,9 +66,10 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
     rx_ += n;
   }
   http::BodyRead parse_buffered(std::span<char> out);
-  void body_complete() noexcept;
   void start_watch();
   void on_watch(const boost::system::error_code& ec, std::size_t n);
+  void arm_watch() noexcept;
+  void on_watch_deadline();
   void close() noexcept;
 
   // http::ServerStream
@@ -102,9 +103,9 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   http::ConnectionRegistry& registry_;
   support::Deadline read_deadline_;   // head, idle, body and lingering reads
   support::Deadline write_deadline_;  // a write that makes no progress (limits.body_timeout)
-  // Wakes a writer waiting for its turn (a 100 Continue in flight) and run() waiting for the
-  // watch read to complete.
-  boost::asio::steady_timer event_;
+  support::Deadline watch_deadline_;  // when a slow request starts watching for a close
+  support::Event write_turn_;         // a writer waits for its turn (a 100 Continue in flight)
+  support::Event watch_done_;         // run() waits for the watch read to complete
   boost::asio::cancellation_signal read_cancel_;  // cancel_read(): the body read only
   boost::beast::flat_buffer buffer_;
   std::string out_;  // serialized response head (+ chunk framing), reused
@@ -128,7 +129,6 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   bool read_cancelled_ = false;  // the rest of the request body is not wanted
   bool watching_ = false;        // the watch read is in flight
   bool linger_ = false;          // close lingering: the client may still be sending
-  std::uint32_t waiting_ = 0;    // coroutines waiting on event_
   std::uint64_t rx_ = 0;         // bytes of the current request
   std::uint64_t tx_ = 0;         // bytes of the current response
 };

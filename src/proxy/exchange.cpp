@@ -53,9 +53,7 @@ Exchange::Exchange(RequestState& x, const router::Route& route, upstream::Cluste
       rc_(*route.config),
       pool_(pool),
       target_(std::move(target)),
-      buf_(x.ctx.buffers().get()),
-      children_(x.ctx.executor()),
-      timer_(x.ctx.executor()) {
+      buf_(x.ctx.buffers().get()) {
   x_.exchange = this;
   x_.cluster = pool.config().name;
   resp_limit_ = x_.filters && x_.filters->ctx.max_response_body_bytes
@@ -74,7 +72,7 @@ std::chrono::milliseconds Exchange::op_timeout(std::chrono::milliseconds own) co
 }
 
 void Exchange::wake_watchdog() noexcept {
-  timer_.cancel();
+  if (timer_) timer_->cancel();
 }
 
 void Exchange::fail(int status, std::string_view error) noexcept {
@@ -108,28 +106,39 @@ bool Exchange::retryable(const error_code& ec) const noexcept {
 
 // ---- phases ---------------------------------------------------------------------------------
 
+// The phases that may suspend are coroutines (open, respond, join, answer); the others are
+// plain functions, so a request without a body pays for few coroutine frames.
 asio::awaitable<void> Exchange::run() {
   error_code ec;
   for (int attempt = 0; attempt < 2; ++attempt) {
     ec = co_await open(attempt == 0);
     if (failure_.status != 0) break;
-    if (!ec) ec = co_await receive_head();
+    const bool head_request = x_.req.method == "HEAD";
+    if (!ec) ec = co_await conn_->read_response_head(resp_, head_request, op_timeout(rc_.timeout));
     if (!ec || failure_.status != 0 || attempt == 1 || !retryable(ec)) break;
     conn_->close();  // a stale pooled connection: once more on a fresh one
     conn_.reset();
   }
-  if (ec && failure_.status == 0) {
-    if (ec == asio::error::timed_out)
-      fail(504, "upstream timed out");
-    else if (!conn_)
-      fail(502, "upstream connect failed");
-    else if (ec.category() == error_code(bhttp::error::body_limit).category())
-      fail(502, "invalid upstream response");
-    else
-      fail(502, "upstream connection failed");
-  }
+  if (ec)
+    fail_upstream(ec);
+  else if (failure_.status == 0)
+    head_received_ = true, touch();
   if (failure_.status == 0) co_await respond();
-  co_await finish();
+  stop();
+  if (children_) co_await children_->join();
+  release();
+  if (failure_.status != 0) co_await answer_failure();
+}
+
+void Exchange::fail_upstream(const error_code& ec) noexcept {
+  if (ec == asio::error::timed_out)
+    fail(504, "upstream timed out");
+  else if (!conn_)
+    fail(502, "upstream connect failed");
+  else if (ec.category() == error_code(bhttp::error::body_limit).category())
+    fail(502, "invalid upstream response");
+  else
+    fail(502, "upstream connection failed");
 }
 
 // Picks an endpoint, leases an exchange with it and sends the request head, with the body
@@ -156,7 +165,8 @@ asio::awaitable<error_code> Exchange::open(bool first_attempt) {
   x_.upstream = ep_->label;
   up_start_ = Clock::now();
   // A request that must not run twice gets a pooled connection only if it still looks alive.
-  auto lease = co_await pool_.acquire(*ep_, first_attempt, !idempotent(x_.req.method));
+  auto lease = pool_.take(*ep_, first_attempt, !idempotent(x_.req.method));
+  if (!lease.conn) lease = co_await pool_.connect(*ep_);
   if (lease.ec) co_return lease.ec;
   conn_ = std::move(lease.conn);
   reused_ = lease.reused;
@@ -173,25 +183,16 @@ asio::awaitable<error_code> Exchange::open(bool first_attempt) {
   } else {
     // The rest of the body flows up while the response comes down.
     pumping_ = true;
-    children_.spawn(upload(), "request body upload", [this] {
+    timer_.emplace(x_.ctx.executor());
+    children_.emplace(x_.ctx.executor());
+    children_->spawn(upload(), "request body upload", [this] {
       pumping_ = false;  // (its end of loop did not run)
       upload_ended_ = true;
       fail(-1, "internal error");
     });
-    children_.spawn(watchdog(), "exchange watchdog");
+    children_->spawn(watchdog(), "exchange watchdog");
   }
   co_return error_code{};
-}
-
-asio::awaitable<error_code> Exchange::receive_head() {
-  const bool head_request = x_.req.method == "HEAD";
-  const error_code ec =
-      co_await conn_->read_response_head(resp_, head_request, op_timeout(rc_.timeout));
-  if (!ec) {
-    head_received_ = true;
-    touch();
-  }
-  co_return ec;
 }
 
 // The response phase of the filters, then the head (with what body is already here) and the
@@ -211,62 +212,43 @@ asio::awaitable<void> Exchange::respond() {
   if (!resp_.headers.has("date")) resp_.headers.add("Date", http::http_date_now());
 
   if (!x_.req.upgrade.empty() && resp_.status == 101) {
-    if (x_.req.protocol == http::Protocol::Http2) {
-      // RFC 8441: 200 opens the tunnel; no key/accept exchange.
-      resp_.status = 200;
-      resp_.headers.remove("sec-websocket-accept");
-    } else {
-      resp_.headers.set("Upgrade", x_.req.upgrade);
-      resp_.headers.set("Connection", "Upgrade");
-    }
-    resp_.has_body = true;
-    resp_.content_length.reset();
-    const error_code wec = co_await x_.s.send_response(resp_, std::span<const char>(), false);
-    if (wec) {
-      fail(-1, "client write failed");
-      co_return;
-    }
-    co_await tunnel(x_.s, *conn_, rc_.websocket_idle_timeout, x_.ctx.buffers());
-    conn_->close();  // an upgraded connection is never pooled
+    co_await upgrade();
     co_return;
   }
 
-  const http::BodyRead chunk = conn_->read_buffered_body({buf_.get(), BufferPool::kSize});
+  const std::span<char> buf(buf_.get(), BufferPool::kSize);
+  http::BodyRead chunk = conn_->read_buffered_body(buf);
   if (chunk.ec) {
     fail(502, "invalid upstream response");
     co_return;
   }
-  if (chunk.bytes > resp_limit_) {
+  std::uint64_t bytes = chunk.bytes;
+  if (bytes > resp_limit_) {
     fail(502, "upstream response too large");
     co_return;
   }
-  co_await relay_body(chunk);
-}
-
-asio::awaitable<void> Exchange::relay_body(http::BodyRead chunk) {
-  const std::span<char> buf(buf_.get(), BufferPool::kSize);
-  std::uint64_t bytes = chunk.bytes;
+  // The head with what body is already here in one write; trailers (gRPC's grpc-status) after
+  // the last body bytes.
   bool done = chunk.last;
-  // Trailers (gRPC's grpc-status) end the response after the last body bytes.
   const http::HeaderMap* trailers = done ? conn_->trailers() : nullptr;
   error_code wec = co_await x_.s.send_response(resp_, buf.first(chunk.bytes), done && !trailers);
   if (!wec && trailers) wec = co_await x_.s.send_trailers(*trailers);
   while (!wec && !done) {
-    const http::BodyRead r = co_await conn_->read_body(buf, op_timeout(rc_.idle_timeout));
-    if (r.ec) {
+    chunk = co_await conn_->read_body(buf, op_timeout(rc_.idle_timeout));
+    if (chunk.ec) {
       // Too late for an error status: the client sees the response cut off.
-      fail(r.ec == asio::error::timed_out ? 504 : 502, "upstream response incomplete");
+      fail(chunk.ec == asio::error::timed_out ? 504 : 502, "upstream response incomplete");
       co_return;
     }
     touch();
-    bytes += r.bytes;
+    bytes += chunk.bytes;
     if (bytes > resp_limit_) {
       fail(502, "upstream response too large");
       co_return;
     }
-    done = r.last;
+    done = chunk.last;
     trailers = done ? conn_->trailers() : nullptr;
-    wec = co_await x_.s.send_body(buf.first(r.bytes), done && !trailers);
+    wec = co_await x_.s.send_body(buf.first(chunk.bytes), done && !trailers);
     if (!wec && trailers) wec = co_await x_.s.send_trailers(*trailers);
     if (!wec) touch();
   }
@@ -277,9 +259,29 @@ asio::awaitable<void> Exchange::relay_body(http::BodyRead chunk) {
   response_done_ = true;
 }
 
-// Stops the upload if the response ended first, joins the children, then pools or closes the
-// upstream exchange and turns a failure into the client's answer.
-asio::awaitable<void> Exchange::finish() {
+// A WebSocket upgrade the backend accepted: the 101 (HTTP/2: 200) to the client, then a tunnel.
+asio::awaitable<void> Exchange::upgrade() {
+  if (x_.req.protocol == http::Protocol::Http2) {
+    // RFC 8441: 200 opens the tunnel; no key/accept exchange.
+    resp_.status = 200;
+    resp_.headers.remove("sec-websocket-accept");
+  } else {
+    resp_.headers.set("Upgrade", x_.req.upgrade);
+    resp_.headers.set("Connection", "Upgrade");
+  }
+  resp_.has_body = true;
+  resp_.content_length.reset();
+  const error_code wec = co_await x_.s.send_response(resp_, std::span<const char>(), false);
+  if (wec) {
+    fail(-1, "client write failed");
+    co_return;
+  }
+  co_await tunnel(x_.s, *conn_, rc_.websocket_idle_timeout, x_.ctx.buffers());
+  conn_->close();  // an upgraded connection is never pooled
+}
+
+// The exchange is over (or failed): stops the upload if the response ended first.
+void Exchange::stop() noexcept {
   stopping_ = true;
   if (pumping_ && !pump_sends_last_) {
     // The response is over (or failed) before the request: the rest of its body is not
@@ -288,16 +290,22 @@ asio::awaitable<void> Exchange::finish() {
     if (conn_ && !upload_done_) conn_->close();
   }
   wake_watchdog();
-  co_await children_.join();
+}
+
+// After the children are done: pools the upstream exchange if both directions completed,
+// else closes it.
+void Exchange::release() noexcept {
   if (up_start_ != Clock::time_point{}) x_.upstream_ms = ms_since(up_start_);
-  if (conn_) {
-    if (response_done_ && upload_done_ && failure_.status == 0)
-      pool_.release(*ep_, std::move(conn_));
-    else
-      conn_->close();
-    conn_.reset();
-  }
-  if (failure_.status == 0) co_return;
+  if (!conn_) return;
+  if (response_done_ && upload_done_ && failure_.status == 0)
+    pool_.release(*ep_, std::move(conn_));
+  else
+    conn_->close();
+  conn_.reset();
+}
+
+// The one place a failure becomes the client's answer.
+asio::awaitable<void> Exchange::answer_failure() {
   if (failure_.status == 499 || x_.client_gone) {
     x_.status = 499;  // nginx's "client closed request"
     co_return;
@@ -382,8 +390,8 @@ asio::awaitable<void> Exchange::watchdog() {
       }
       break;
     }
-    timer_.expires_at(when);
-    co_await timer_.async_wait(kAwait);
+    timer_->expires_at(when);
+    co_await timer_->async_wait(kAwait);
   }
 }
 

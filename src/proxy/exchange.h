@@ -2,8 +2,9 @@
 // soon as the route's filters allow, the request body is pumped up by a child coroutine while
 // the response head and body come down, each direction with its own back-pressure; trailers
 // pass both ways. Named phases: open (pick, lease, send the head), receive the head, respond
-// (response filters, head, body relay), finish (stop the upload, release or close the
-// upstream, and the one place a failure becomes the client's answer).
+// (response filters, head, body relay; or upgrade to a tunnel), stop (the upload, if the
+// response ended first), join the children, release (pool or close the upstream), and
+// answer_failure: the one place a failure becomes the client's answer.
 //
 // Deadlines: routes[].timeout bounds the wait for the response head once the request has been
 // sent; routes[].idle_timeout bounds body inactivity (no byte moving either way), so a stream
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -53,10 +55,12 @@ class Exchange {
 
   // Phases.
   boost::asio::awaitable<boost::system::error_code> open(bool first_attempt);
-  boost::asio::awaitable<boost::system::error_code> receive_head();
+  void fail_upstream(const boost::system::error_code& ec) noexcept;
   boost::asio::awaitable<void> respond();
-  boost::asio::awaitable<void> relay_body(http::BodyRead chunk);
-  boost::asio::awaitable<void> finish();
+  boost::asio::awaitable<void> upgrade();
+  void stop() noexcept;
+  void release() noexcept;
+  boost::asio::awaitable<void> answer_failure();
 
   // Children, joined by finish().
   boost::asio::awaitable<void> upload();
@@ -79,8 +83,10 @@ class Exchange {
   http::ResponseHead resp_;
   http::BodyRead first_;  // request body bytes that came with the head
   Failure failure_;
-  support::TaskGroup children_;
-  boost::asio::steady_timer timer_;  // the watchdog's
+  // Only while the request body streams up (most requests have none): constructing timers per
+  // request is not free.
+  std::optional<support::TaskGroup> children_;
+  std::optional<boost::asio::steady_timer> timer_;  // the watchdog's
   Clock::time_point up_start_{};
   Clock::time_point last_activity_{};
   Clock::time_point client_wait_since_{};

@@ -93,13 +93,30 @@ void RequestState::close_for_generation() noexcept {
 
 // ---- the phases -------------------------------------------------------------------------------
 
+// A phase is a coroutine only where it may suspend (filters, answers, the exchange): a request
+// with no filters pays for no frame it does not use.
 asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
   RequestState x(ctx_, s);
   begin(x);
-  bool answered = co_await listener_filters(x);
-  if (!answered) answered = co_await route(x);
-  if (!answered) answered = co_await route_filters(x);
-  if (!answered) co_await act(x);
+  bool answered = false;
+  if (x.snap->any_listener_filters) answered = co_await listener_filters(x);
+  if (!answered && !route(x)) {
+    co_await error_reply(x, 404, "no route", kNoHeaders);
+    answered = true;
+  }
+  if (!answered && !x.snap->route_filters[x.route->index].empty())
+    answered = co_await route_filters(x);
+  if (!answered && x.route->action != router::ActionKind::Proxy) {
+    co_await answer(x);
+  } else if (!answered) {
+    Forward f = prepare_forward(x);
+    if (f.status != 0) {
+      co_await error_reply(x, f.status, f.error, kNoHeaders);
+    } else {
+      Exchange exchange(x, *x.route, *f.pool, std::move(f.target));
+      co_await exchange.run();
+    }
+  }
   log(x);
 }
 
@@ -130,7 +147,6 @@ FilterRun& Proxy::start_filters(RequestState& x) {
 // Listener filters run before routing (they may answer for paths no route has: CORS
 // preflights, IP denials).
 asio::awaitable<bool> Proxy::listener_filters(RequestState& x) {
-  if (!x.snap->any_listener_filters) co_return false;
   const auto& ls = x.snap->config.listeners;
   for (std::size_t i = 0; i < ls.size(); ++i) {
     if (ls[i].name != x.s.connection().listener || x.snap->listener_filters[i].empty()) continue;
@@ -143,21 +159,17 @@ asio::awaitable<bool> Proxy::listener_filters(RequestState& x) {
   co_return false;
 }
 
-asio::awaitable<bool> Proxy::route(RequestState& x) {
+bool Proxy::route(RequestState& x) {
   const router::RequestView view{x.req.method, x.req.host, x.req.path, x.req.query, &x.req.headers};
   x.route = x.snap->routes.match(view);
-  if (!x.route) {
-    co_await error_reply(x, 404, "no route", kNoHeaders);
-    co_return true;
-  }
+  if (!x.route) return false;
   x.route_name = x.route->name();
   x.filter_timeout = x.route->config->timeout;
-  co_return false;
+  return true;
 }
 
 asio::awaitable<bool> Proxy::route_filters(RequestState& x) {
   const filters::FilterChain& chain = x.snap->route_filters[x.route->index];
-  if (chain.empty()) co_return false;  // an empty chain costs nothing
   FilterRun& run = start_filters(x);
   run.ctx.route = x.route_name;
   run.chain.append(chain);
@@ -166,48 +178,42 @@ asio::awaitable<bool> Proxy::route_filters(RequestState& x) {
   co_return answered;
 }
 
-asio::awaitable<void> Proxy::act(RequestState& x) {
+// The route's own answer: a direct response or a redirect.
+asio::awaitable<void> Proxy::answer(RequestState& x) {
   const config::Route& rc = *x.route->config;
-  switch (x.route->action) {
-    case router::ActionKind::Respond: {
-      const auto& r = *rc.respond;
-      const std::string_view type = r.body.empty() ? std::string_view{} : r.content_type;
-      co_await local_reply(x, r.status, type, r.body, r.headers);
-      break;
-    }
-    case router::ActionKind::Redirect: {
-      filters::HeaderList location;
-      location.emplace_back("Location", rc.redirect->location);
-      co_await local_reply(x, rc.redirect->status, std::string_view(), std::string_view(),
-                           location);
-      break;
-    }
-    case router::ActionKind::Proxy:
-      co_await forward(x);
-      break;
+  if (x.route->action == router::ActionKind::Respond) {
+    const auto& r = *rc.respond;
+    const std::string_view type = r.body.empty() ? std::string_view{} : r.content_type;
+    co_await local_reply(x, r.status, type, r.body, r.headers);
+  } else {
+    filters::HeaderList location;
+    location.emplace_back("Location", rc.redirect->location);
+    co_await local_reply(x, rc.redirect->status, std::string_view(), std::string_view(), location);
   }
 }
 
-asio::awaitable<void> Proxy::forward(RequestState& x) {
+// Checks and prepares a proxied request; the pool to use, or the error to answer.
+Proxy::Forward Proxy::prepare_forward(RequestState& x) {
+  Forward f;
   const router::Route& route = *x.route;
   const config::Route& rc = *route.config;
   const std::uint32_t ci = route.backends.size() == 1
                                ? route.backends.front().cluster_index
                                : route.pick_cluster(ctx_.random() % route.total_weight);
-  upstream::ClusterPool& pool = x.snap.pool(ci);
-  x.cluster = pool.config().name;
+  f.pool = &x.snap.pool(ci);
+  x.cluster = f.pool->config().name;
 
   // WebSocket: HTTP/1.1 Upgrade, or RFC 8441 extended CONNECT from an HTTP/2 client, which
   // becomes an HTTP/1.1 upgrade upstream.
   http::RequestHead& req = x.req;
   if (!req.upgrade.empty()) {
     if (!rc.websocket) {
-      co_await error_reply(x, 403, "websocket upgrades are disabled on this route", kNoHeaders);
-      co_return;
+      f.status = 403, f.error = "websocket upgrades are disabled on this route";
+      return f;
     }
-    if (pool.config().protocol != "http1") {
-      co_await error_reply(x, 502, "websocket needs an http1 cluster", kNoHeaders);
-      co_return;
+    if (f.pool->config().protocol != "http1") {
+      f.status = 502, f.error = "websocket needs an http1 cluster";
+      return f;
     }
     req.headers.set("Connection", "Upgrade");
     req.headers.set("Upgrade", req.upgrade);
@@ -222,11 +228,11 @@ asio::awaitable<void> Proxy::forward(RequestState& x) {
   // it is refused before anything goes upstream.
   const auto limit = x.filters ? x.filters->ctx.max_body_bytes : std::nullopt;
   if (limit && req.content_length && *req.content_length > *limit) {
-    co_await error_reply(x, 413, "request body too large", kNoHeaders);
-    co_return;
+    f.status = 413, f.error = "request body too large";
+    return f;
   }
-  Exchange exchange(x, route, pool, upstream_request(x, route));
-  co_await exchange.run();
+  f.target = upstream_request(x, route);
+  return f;
 }
 
 void Proxy::log(RequestState& x) {

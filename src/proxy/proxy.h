@@ -5,6 +5,7 @@
 // request. Owning worker thread only.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include "proxy/filter_upstreams.h"
@@ -26,13 +27,20 @@ class Proxy final : public http::StreamHandler {
                    std::uint64_t bytes_out) noexcept override;
 
  private:
-  // The phases of serve(). Each returns true when it answered the request.
+  // The phases of serve(). The filter phases return true when a filter answered the request;
+  // route() false when no route matches.
   void begin(RequestState& x);
   boost::asio::awaitable<bool> listener_filters(RequestState& x);
-  boost::asio::awaitable<bool> route(RequestState& x);
+  bool route(RequestState& x);
   boost::asio::awaitable<bool> route_filters(RequestState& x);
-  boost::asio::awaitable<void> act(RequestState& x);
-  boost::asio::awaitable<void> forward(RequestState& x);
+  boost::asio::awaitable<void> answer(RequestState& x);
+  struct Forward {
+    upstream::ClusterPool* pool = nullptr;
+    std::string target;  // the path and query sent upstream
+    int status = 0;      // non-zero: answer this instead
+    std::string_view error;
+  };
+  Forward prepare_forward(RequestState& x);
   void log(RequestState& x);
 
   FilterRun& start_filters(RequestState& x);

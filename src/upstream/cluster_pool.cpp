@@ -85,8 +85,7 @@ EndpointState& ClusterPool::pick() noexcept {
   return *best;
 }
 
-asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool allow_reuse,
-                                                         bool probe) {
+ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool probe) {
   Lease lease;
   if (h2_) {
     std::erase_if(ep.h2, [](const auto& c) { return c->is_closed(); });
@@ -95,9 +94,10 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
         if (!c->has_capacity()) continue;
         lease.reused = c->served();
         lease.conn = c->open_stream();
-        co_return lease;
+        return lease;
       }
     }
+    // A new connection; the stream's request waits for it to be up.
     auto c = std::make_shared<http2::ClientConnection>(ex_, h2_settings(config_->http2), ep.label);
     asio::co_spawn(
         ex_, connect_h2(c, ep.endpoint, config_->connect_timeout, tls_, ep.tls_name, ep.label),
@@ -105,25 +105,29 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
                                [c] { c->connect_failed(asio::error::operation_aborted); }));
     ep.h2.push_back(c);
     lease.conn = c->open_stream();
-    co_return lease;
+    return lease;
   }
-  if (allow_reuse) {
-    const auto now = std::chrono::steady_clock::now();
-    while (!ep.idle.empty()) {
-      auto conn = std::move(ep.idle.back());
-      ep.idle.pop_back();
-      if ((probe || now - conn->idle_since() > kProbeAfter) && !conn->still_alive()) {
-        conn->close();
-        continue;
-      }
-      lease.conn = std::move(conn);
-      lease.reused = true;
-      co_return lease;
+  if (!allow_reuse) return lease;
+  const auto now = std::chrono::steady_clock::now();
+  while (!ep.idle.empty()) {
+    auto conn = std::move(ep.idle.back());
+    ep.idle.pop_back();
+    if ((probe || now - conn->idle_since() > kProbeAfter) && !conn->still_alive()) {
+      conn->close();
+      continue;
     }
+    lease.conn = std::move(conn);
+    lease.reused = true;
+    return lease;
   }
+  return lease;
+}
+
+asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep) {
+  Lease lease;
   const std::shared_ptr<tls::ClientContext> tls = tls_;  // (a reload may rebind tls_ meanwhile)
-  Connection c = co_await connect(ep.endpoint, config_->connect_timeout, tls.get(), ep.tls_name,
-                                  false, ep.label);
+  Connection c = co_await upstream::connect(ep.endpoint, config_->connect_timeout, tls.get(),
+                                            ep.tls_name, false, ep.label);
   if (c.ec) {
     lease.ec = c.ec;
     co_return lease;
@@ -132,6 +136,13 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
                     : std::make_shared<http1::ClientConnection>(std::move(c.socket));
   conn->init();
   lease.conn = std::move(conn);
+  co_return lease;
+}
+
+asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool allow_reuse,
+                                                         bool probe) {
+  Lease lease = take(ep, allow_reuse, probe);
+  if (!lease.conn) lease = co_await connect(ep);
   co_return lease;
 }
 

@@ -67,6 +67,11 @@ class ClusterPool {
   };
   boost::asio::awaitable<Lease> acquire(EndpointState& ep, bool allow_reuse = true,
                                         bool probe = false);
+  /// acquire() in two steps, so that the usual case costs no coroutine frame: take() lends a
+  /// pooled HTTP/1.1 connection or an HTTP/2 stream without I/O (null `conn`: none, connect());
+  /// connect() opens a new HTTP/1.1 connection.
+  Lease take(EndpointState& ep, bool allow_reuse, bool probe);
+  boost::asio::awaitable<Lease> connect(EndpointState& ep);
   /// Returns an exchange that completed. HTTP/1.1: the connection is pooled, or closed if not
   /// reusable or the pool is full; HTTP/2: the stream is released.
   void release(EndpointState& ep, std::shared_ptr<http::ClientStream> conn) noexcept;
