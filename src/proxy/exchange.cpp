@@ -106,13 +106,20 @@ bool Exchange::retryable(const error_code& ec) const noexcept {
 
 // ---- phases ---------------------------------------------------------------------------------
 
-// The phases that may suspend are coroutines (open, respond, join, answer); the others are
-// plain functions, so a request without a body pays for few coroutine frames.
+// The phases that may suspend are awaited here (connect, send, receive, respond, join, answer);
+// the others are plain functions, so a request without a body pays for few coroutine frames.
 asio::awaitable<void> Exchange::run() {
   error_code ec;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    ec = co_await open(attempt == 0);
-    if (failure_.status != 0) break;
+    if (!begin_attempt(attempt == 0)) break;
+    if (!conn_) ec = co_await connect();
+    const std::span<const char> first(buf_.get(), first_.bytes);
+    const http::HeaderMap* trailers = first_.last ? x_.s.request_trailers() : nullptr;
+    if (!ec)
+      ec = co_await conn_->send_request(x_.req, target_, first, first_.last && !trailers,
+                                        rc_.timeout);
+    if (!ec && trailers) ec = co_await conn_->send_trailers(*trailers, rc_.timeout);
+    if (!ec) start_upload();
     const bool head_request = x_.req.method == "HEAD";
     if (!ec) ec = co_await conn_->read_response_head(resp_, head_request, op_timeout(rc_.timeout));
     if (!ec || failure_.status != 0 || attempt == 1 || !retryable(ec)) break;
@@ -141,24 +148,23 @@ void Exchange::fail_upstream(const error_code& ec) noexcept {
     fail(502, "upstream connection failed");
 }
 
-// Picks an endpoint, leases an exchange with it and sends the request head, with the body
-// bytes that came with it. The rest of the body, if any, is pumped by upload().
-asio::awaitable<error_code> Exchange::open(bool first_attempt) {
-  const std::span<char> buf(buf_.get(), BufferPool::kSize);
+// Takes the body bytes that came with the head (first attempt), picks an endpoint and a pooled
+// connection or stream with it, if there is one. False when the request failed (fail()).
+bool Exchange::begin_attempt(bool first_attempt) {
   if (first_attempt) {
     first_ = {};
     first_.last = true;
-    if (x_.req.has_body) first_ = x_.s.read_buffered_body(buf);
+    if (x_.req.has_body) first_ = x_.s.read_buffered_body({buf_.get(), BufferPool::kSize});
     if (first_.ec) {
       const int status = downstream_status(first_.ec);
       fail(status ? status : 400, "bad request body");
-      co_return error_code{};
+      return false;
     }
     body_bytes_ = first_.bytes;
     const auto limit = x_.filters ? x_.filters->ctx.max_body_bytes : std::nullopt;
     if (limit && body_bytes_ > *limit) {
       fail(413, "request body too large");
-      co_return error_code{};
+      return false;
     }
   }
   ep_ = &pool_.pick();
@@ -166,33 +172,36 @@ asio::awaitable<error_code> Exchange::open(bool first_attempt) {
   up_start_ = Clock::now();
   // A request that must not run twice gets a pooled connection only if it still looks alive.
   auto lease = pool_.take(*ep_, first_attempt, !idempotent(x_.req.method));
-  if (!lease.conn) lease = co_await pool_.connect(*ep_);
-  if (lease.ec) co_return lease.ec;
   conn_ = std::move(lease.conn);
   reused_ = lease.reused;
+  return true;
+}
 
-  const http::HeaderMap* trailers = first_.last ? x_.s.request_trailers() : nullptr;
-  error_code ec = co_await conn_->send_request(x_.req, target_, buf.first(first_.bytes),
-                                               first_.last && !trailers, rc_.timeout);
-  if (!ec && trailers) ec = co_await conn_->send_trailers(*trailers, rc_.timeout);
-  if (ec) co_return ec;
+// A new HTTP/1.1 connection to the endpoint (none was pooled).
+asio::awaitable<error_code> Exchange::connect() {
+  auto lease = co_await pool_.connect(*ep_);
+  conn_ = std::move(lease.conn);
+  co_return lease.ec;
+}
+
+// The request went up with the body bytes that came with it: the rest of the body, if any,
+// flows up (upload()) while the response comes down.
+void Exchange::start_upload() {
   touch();
   if (first_.last) {
     upload_done_ = upload_ended_ = true;
     upload_ended_at_ = Clock::now();
-  } else {
-    // The rest of the body flows up while the response comes down.
-    pumping_ = true;
-    timer_.emplace(x_.ctx.executor());
-    children_.emplace(x_.ctx.executor());
-    children_->spawn(upload(), "request body upload", [this] {
-      pumping_ = false;  // (its end of loop did not run)
-      upload_ended_ = true;
-      fail(-1, "internal error");
-    });
-    children_->spawn(watchdog(), "exchange watchdog");
+    return;
   }
-  co_return error_code{};
+  pumping_ = true;
+  timer_.emplace(x_.ctx.executor());
+  children_.emplace(x_.ctx.executor());
+  children_->spawn(upload(), "request body upload", [this] {
+    pumping_ = false;  // (its end of loop did not run)
+    upload_ended_ = true;
+    fail(-1, "internal error");
+  });
+  children_->spawn(watchdog(), "exchange watchdog");
 }
 
 // The response phase of the filters, then the head (with what body is already here) and the

@@ -1,7 +1,8 @@
 // One proxied request's exchange with its upstream, full duplex: the request head goes up as
 // soon as the route's filters allow, the request body is pumped up by a child coroutine while
 // the response head and body come down, each direction with its own back-pressure; trailers
-// pass both ways. Named phases: open (pick, lease, send the head), receive the head, respond
+// pass both ways. Named phases: begin an attempt (the body bytes already here, the endpoint, a
+// pooled connection) and connect if none, send the head, receive the head, respond
 // (response filters, head, body relay; or upgrade to a tunnel), stop (the upload, if the
 // response ended first), join the children, release (pool or close the upstream), and
 // answer_failure: the one place a failure becomes the client's answer.
@@ -54,7 +55,9 @@ class Exchange {
   };
 
   // Phases.
-  boost::asio::awaitable<boost::system::error_code> open(bool first_attempt);
+  bool begin_attempt(bool first_attempt);
+  boost::asio::awaitable<boost::system::error_code> connect();
+  void start_upload();
   void fail_upstream(const boost::system::error_code& ec) noexcept;
   boost::asio::awaitable<void> respond();
   boost::asio::awaitable<void> upgrade();
