@@ -459,8 +459,11 @@ H2_END = "<!-- h2:end -->"
 # bench/filters_bench.py: the filter chain's cost.
 FILTERS_BEGIN = "<!-- filters:begin -->"
 FILTERS_END = "<!-- filters:end -->"
+# bench/instructions.py: instructions per request of two builds, counted by callgrind.
+INSTR_BEGIN = "<!-- instructions:begin -->"
+INSTR_END = "<!-- instructions:end -->"
 KEPT_SECTIONS = ((RELOAD_BEGIN, RELOAD_END), (TLS_BEGIN, TLS_END), (H2_BEGIN, H2_END),
-                 (FILTERS_BEGIN, FILTERS_END))
+                 (FILTERS_BEGIN, FILTERS_END), (INSTR_BEGIN, INSTR_END))
 
 
 def marked_section(text, begin, end):

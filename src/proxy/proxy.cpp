@@ -122,9 +122,11 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
 
 void Proxy::begin(RequestState& x) {
   if (const std::string* id = x.req.headers.get("x-request-id"); id && valid_request_id(*id)) {
-    x.request_id = *id;
+    x.client_id = *id;
+    x.request_id = x.client_id;
   } else {
-    x.request_id = ctx_.next_request_id();
+    ctx_.next_request_id(x.id_buf);
+    x.request_id = std::string_view(x.id_buf, sizeof x.id_buf);
     x.req.headers.set("X-Request-Id", x.request_id);
   }
 }
@@ -265,8 +267,9 @@ void Proxy::on_rejected(const http::ConnectionInfo& conn, const http::RequestHea
   if (status != 408)
     spdlog::debug("rejected request from {}: {} ({})", conn.client_address, status, details);
   observability::AccessRecord r;
-  std::string rid = ctx_.next_request_id();
-  r.request_id = rid;
+  char rid[WorkerContext::kRequestIdSize];
+  ctx_.next_request_id(rid);
+  r.request_id = std::string_view(rid, sizeof rid);
   r.client = conn.client_address;
   r.method = partial.method;
   r.path = partial.path.empty() ? std::string_view(partial.target) : partial.path;

@@ -48,7 +48,9 @@ struct RequestState final : PinnedStream, http::StreamObserver {
   http::ServerStream& s;
   http::RequestHead& req;
   SnapshotRef snap;
-  std::string request_id;
+  std::string_view request_id;  // in id_buf or client_id
+  char id_buf[WorkerContext::kRequestIdSize];
+  std::string client_id;  // the client's own X-Request-Id, when it sent a usable one
   const router::Route* route = nullptr;
   std::string_view route_name;
   std::string_view cluster;

@@ -156,24 +156,22 @@ void WorkerContext::collect_retired() noexcept {
   });
 }
 
-std::string WorkerContext::next_request_id() {
+void WorkerContext::next_request_id(char* out) noexcept {
   // UUID v4 text form, formatted by hand: this runs once per request.
   static constexpr char kHex[] = "0123456789abcdef";
   std::uint64_t a = rng_();
   std::uint64_t b = rng_();
   a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
   b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
-  std::string id(36, '-');
-  int pos = 0;
-  auto put = [&](std::uint64_t v, int nibbles) {
-    for (int i = nibbles - 1; i >= 0; --i) {
-      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) ++pos;
-      id[static_cast<std::size_t>(pos++)] = kHex[(v >> (i * 4)) & 0xf];
+  std::size_t pos = 0;
+  auto put = [&](std::uint64_t v) {
+    for (int i = 15; i >= 0; --i) {
+      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) out[pos++] = '-';
+      out[pos++] = kHex[(v >> (i * 4)) & 0xf];
     }
   };
-  put(a, 16);
-  put(b, 16);
-  return id;
+  put(a);
+  put(b);
 }
 
 void WorkerContext::sweep() {

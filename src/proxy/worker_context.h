@@ -111,7 +111,9 @@ class WorkerContext {
   const Snapshot& current() const noexcept { return *current_->shared; }
 
   /// A new request id (UUID v4 format), unique per process with overwhelming probability.
-  std::string next_request_id();
+  /// Writes kRequestIdSize characters (no heap: this runs once per request).
+  void next_request_id(char* out) noexcept;
+  static constexpr std::size_t kRequestIdSize = 36;
   std::uint32_t random() noexcept { return static_cast<std::uint32_t>(rng_()); }
 
   boost::asio::any_io_executor executor() const { return ex_; }
