@@ -129,7 +129,10 @@ struct Worker::Impl {
         if (draining || l.removed) co_return;
         continue;
       }
-      auto [ec, socket] = co_await l.acceptor->async_accept(kAwait);
+      // The peer's address comes with the accept (no getpeername); TCP_NODELAY is inherited
+      // from the listening socket.
+      tcp::endpoint remote;
+      auto [ec, socket] = co_await l.acceptor->async_accept(remote, kAwait);
       if (ec) {
         if (ec == asio::error::operation_aborted || draining || l.removed) co_return;
         // EMFILE and friends: back off instead of spinning.
@@ -142,10 +145,6 @@ struct Worker::Impl {
       // connections.
       cfg = settings(l);
       if (!cfg || l.removed) co_return;  // removed while this accept completed: drop it
-      boost::system::error_code opt_ec;
-      socket.set_option(tcp::no_delay(true), opt_ec);
-      auto remote = socket.remote_endpoint(opt_ec);
-      if (opt_ec) continue;  // already reset by the peer
       http::ConnectionInfo info;
       info.client_address = remote.address().to_string();
       info.client_port = remote.port();
