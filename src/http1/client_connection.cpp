@@ -21,7 +21,9 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr std::size_t kReadChunk = 16 * 1024;
+// One read: the exchange relays up to BufferPool::kSize (32 KiB) per write, so a response of
+// that size goes out in one write.
+constexpr std::size_t kReadChunk = 32 * 1024;
 constexpr std::size_t kMaxResponseHeader = 64 * 1024;
 constexpr std::uint32_t kMaxResponseHeaders = 200;
 // Interim (1xx) responses skipped before the final one; more is a hostile backend.
