@@ -462,8 +462,12 @@ FILTERS_END = "<!-- filters:end -->"
 # bench/instructions.py: instructions per request of two builds, counted by callgrind.
 INSTR_BEGIN = "<!-- instructions:begin -->"
 INSTR_END = "<!-- instructions:end -->"
+# Written by hand from PROFILE=<scenario> bench/run.sh: where Turnpike's microseconds go.
+PROFILE_BEGIN = "<!-- profiles:begin -->"
+PROFILE_END = "<!-- profiles:end -->"
 KEPT_SECTIONS = ((RELOAD_BEGIN, RELOAD_END), (TLS_BEGIN, TLS_END), (H2_BEGIN, H2_END),
-                 (FILTERS_BEGIN, FILTERS_END), (INSTR_BEGIN, INSTR_END))
+                 (FILTERS_BEGIN, FILTERS_END), (INSTR_BEGIN, INSTR_END),
+                 (PROFILE_BEGIN, PROFILE_END))
 
 
 def marked_section(text, begin, end):
