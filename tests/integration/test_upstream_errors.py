@@ -16,17 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 
-class MisbehavingUpstream:
-    """A loopback upstream that fails on purpose; the request path picks how:
-    /bad/close          reads the request head, closes without answering
-    /bad/reset          reads the request head, resets the connection (RST)
-    /bad/partial-head   sends half a status line and headers, closes
-    /bad/mid-body       sends headers (Content-Length: 100000) and 1000 body bytes, closes
-    /bad/stall-body     sends headers and 1000 body bytes, then goes silent for 5s
-    /bad/mid-request    reads the request head and a little body, closes (request body unread)
-    /bad/interim-flood  sends interim (100 Continue) responses as fast as it can, never a final one
-    /bad/interim-slow   sends an interim response every 100 ms, never a final one
-    """
+class LoopbackServer:
+    """A threaded TCP server on a free loopback port: each connection runs serve(conn, n) on a
+    thread of its own (n counts connections from 1)."""
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -36,6 +28,7 @@ class MisbehavingUpstream:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.addr = "127.0.0.1:%d" % self.port
+        self._conns = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
@@ -48,9 +41,31 @@ class MisbehavingUpstream:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self._conns += 1
+            threading.Thread(target=self.serve, args=(conn, self._conns), daemon=True).start()
 
-    def _serve(self, conn):
+    def serve(self, conn, number):
+        raise NotImplementedError
+
+    def close(self):
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(2)
+
+
+class MisbehavingUpstream(LoopbackServer):
+    """A loopback upstream that fails on purpose; the request path picks how:
+    /bad/close          reads the request head, closes without answering
+    /bad/reset          reads the request head, resets the connection (RST)
+    /bad/partial-head   sends half a status line and headers, closes
+    /bad/mid-body       sends headers (Content-Length: 100000) and 1000 body bytes, closes
+    /bad/stall-body     sends headers and 1000 body bytes, then goes silent for 5s
+    /bad/mid-request    reads the request head and a little body, closes (request body unread)
+    /bad/interim-flood  sends interim (100 Continue) responses as fast as it can, never a final one
+    /bad/interim-slow   sends an interim response every 100 ms, never a final one
+    """
+
+    def serve(self, conn, number):
         conn.settimeout(5)
         try:
             data = b""
@@ -81,11 +96,6 @@ class MisbehavingUpstream:
             pass
         finally:
             conn.close()
-
-    def close(self):
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(2)
 
 
 class UpstreamErrorsTest(h.TurnpikeCase):
@@ -224,35 +234,15 @@ class UpstreamErrorsTest(h.TurnpikeCase):
         self.assertEqual(r.json()["path"], "/status/503")
 
 
-class StaleBackend:
+class StaleBackend(LoopbackServer):
     """Answers the first request of each connection (keep-alive), then reads the next request on
     that connection and closes without answering: what a pooled connection that the backend
     dropped looks like to a proxy that has already sent a request on it. Records every request
     it read as (method, path, connection number)."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.seen = []
-        self._conns = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()
-
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self._conns += 1
-            threading.Thread(target=self._serve, args=(conn, self._conns), daemon=True).start()
+        super().__init__()
 
     @staticmethod
     def _read_request(conn):
@@ -273,7 +263,7 @@ class StaleBackend:
         method, path = head.split(b" ")[:2]
         return method.decode(), path.decode()
 
-    def _serve(self, conn, number):
+    def serve(self, conn, number):
         conn.settimeout(5)
         try:
             req = self._read_request(conn)
@@ -288,11 +278,6 @@ class StaleBackend:
             pass
         finally:
             conn.close()
-
-    def close(self):
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(2)
 
 
 class StaleConnectionRetryTest(h.TurnpikeCase):
