@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
@@ -39,12 +40,7 @@ constexpr int kMaxInterim = 16;
 
 class ClientConnection::Stream final : public http::ClientStream {
  public:
-  explicit Stream(std::shared_ptr<ClientConnection> c)
-      : conn_(std::move(c)),
-        read_event_(conn_->write_event_.get_executor()),
-        send_event_(conn_->write_event_.get_executor()) {
-    ++conn_->streams_;
-  }
+  explicit Stream(std::shared_ptr<ClientConnection> c) : conn_(std::move(c)) { ++conn_->streams_; }
   ~Stream() override {
     abandon(NGHTTP2_CANCEL);
     if (id_ > 0) {
@@ -88,11 +84,14 @@ class ClientConnection::Stream final : public http::ClientStream {
   // The request (sending) and the response (reading) may wait at the same time, each on its
   // own event.
   void wake() noexcept {
-    if (read_waiting_) read_event_.cancel();
-    if (send_waiting_) send_event_.cancel();
+    if (read_waiting_) read_event_->cancel();
+    if (send_waiting_) send_event_->cancel();
   }
+  // The events are made on first use (a timer costs a service lookup to make).
   asio::awaitable<bool> wait_until(Clock::time_point deadline, bool sending) {
-    asio::steady_timer& ev = sending ? send_event_ : read_event_;
+    std::optional<asio::steady_timer>& event = sending ? send_event_ : read_event_;
+    if (!event) event.emplace(conn_->write_event_.get_executor());
+    asio::steady_timer& ev = *event;
     bool& waiting = sending ? send_waiting_ : read_waiting_;
     ev.expires_at(deadline);
     waiting = true;
@@ -120,8 +119,8 @@ class ClientConnection::Stream final : public http::ClientStream {
   http::BodyRead take(std::span<char> out);
 
   std::shared_ptr<ClientConnection> conn_;
-  asio::steady_timer read_event_;
-  asio::steady_timer send_event_;
+  std::optional<asio::steady_timer> read_event_;
+  std::optional<asio::steady_timer> send_event_;
   std::int32_t id_ = 0;
   // Request body: the proxy's bytes nghttp2 has not taken yet.
   std::span<const char> pending_;

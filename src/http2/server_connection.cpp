@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
@@ -33,6 +34,8 @@ constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kOutMax = 64 * 1024;  // frames gathered into one write
 constexpr auto kLinger = std::chrono::seconds(1);
 constexpr auto kGoawayGrace = std::chrono::seconds(1);
+// A complete response body up to this size is copied into the stream rather than waited on.
+constexpr std::size_t kCopyFinalBody = 16 * 1024;
 
 // One read buffer per worker thread for cleartext connections: filled and consumed by nghttp2
 // between two suspensions, so connections never hold it while they wait.
@@ -61,11 +64,7 @@ bool take_token(double& tokens, Clock::time_point& last, double rate, double bur
 
 class ServerConnection::Stream final : public http::ServerStream {
  public:
-  Stream(ServerConnection& c, std::int32_t id)
-      : conn_(c),
-        id_(id),
-        read_event_(c.write_event_.get_executor()),
-        send_event_(c.write_event_.get_executor()) {
+  Stream(ServerConnection& c, std::int32_t id) : conn_(c), id_(id) {
     head.protocol = http::Protocol::Http2;
     head.headers.reserve(16);
   }
@@ -111,12 +110,15 @@ class ServerConnection::Stream final : public http::ServerStream {
   // Reading the request body and sending the response may wait at the same time (a WebSocket
   // tunnel does both), so each has its own event.
   void wake() noexcept {
-    if (read_waiting_) read_event_.cancel();
-    if (send_waiting_) send_event_.cancel();
+    if (read_waiting_) read_event_->cancel();
+    if (send_waiting_) send_event_->cancel();
   }
-  // Waits for wake() or the deadline; false when the deadline passed.
+  // Waits for wake() or the deadline; false when the deadline passed. The events are made on
+  // first use: most streams never wait (a timer costs a service lookup to make).
   asio::awaitable<bool> wait_until(Clock::time_point deadline, bool sending) {
-    asio::steady_timer& ev = sending ? send_event_ : read_event_;
+    std::optional<asio::steady_timer>& event = sending ? send_event_ : read_event_;
+    if (!event) event.emplace(conn_.write_event_.get_executor());
+    asio::steady_timer& ev = *event;
     bool& waiting = sending ? send_waiting_ : read_waiting_;
     ev.expires_at(deadline);
     waiting = true;
@@ -135,8 +137,8 @@ class ServerConnection::Stream final : public http::ServerStream {
 
   ServerConnection& conn_;
   const std::int32_t id_;
-  asio::steady_timer read_event_;
-  asio::steady_timer send_event_;
+  std::optional<asio::steady_timer> read_event_;
+  std::optional<asio::steady_timer> send_event_;
   http::RequestHead head;
   std::string scheme;
   std::string protocol;  // :protocol (extended CONNECT)
@@ -160,7 +162,8 @@ class ServerConnection::Stream final : public http::ServerStream {
   // Response body: the handler's bytes the codec has not taken yet.
   std::span<const char> pending_;
   bool eof_ = false;
-  std::string local_body_;  // codec-generated answers
+  std::string local_body_;     // codec-generated answers, small final bodies (copied)
+  bool body_counted_ = false;  // local_body_'s bytes are in tx_ already
   http::HeaderMap trailers_;
   bool has_trailers_ = false;
   bool response_started_ = false;
@@ -186,7 +189,7 @@ ssize_t ServerConnection::Stream::read_data(nghttp2_session*, std::int32_t, std:
   const std::size_t n = std::min(length, s->pending_.size());
   if (n > 0) std::memcpy(buf, s->pending_.data(), n);
   s->pending_ = s->pending_.subspan(n);
-  s->tx_ += n;
+  if (!s->body_counted_) s->tx_ += n;
   if (s->pending_.empty()) {
     if (s->eof_) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -321,6 +324,14 @@ asio::awaitable<error_code> ServerConnection::Stream::send_response(http::Respon
     conn_.signal_write();
     co_return error_code{};
   }
+  const bool copied = end_stream && body.size() <= kCopyFinalBody;
+  if (copied) {
+    // A small complete response is copied, so the handler does not wait for the writer.
+    local_body_.assign(body.data(), body.size());
+    body = local_body_;
+    tx_ += body.size();  // counted now: the access log line may be written before it is sent
+    body_counted_ = true;
+  }
   pending_ = body;
   eof_ = end_stream;
   if (submit(h, true) != 0) {
@@ -328,6 +339,7 @@ asio::awaitable<error_code> ServerConnection::Stream::send_response(http::Respon
     co_return asio::error::connection_reset;
   }
   conn_.signal_write();
+  if (copied) co_return error_code{};
   co_return co_await drain_pending();
 }
 
