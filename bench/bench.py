@@ -495,6 +495,27 @@ def kept_sections(text):
     return "\n\n".join(block for _, block in found) or None
 
 
+class CertFiles:
+    """The certificate files bench/certs.sh writes into `self.certs` (the names bench/h2_bench.py's
+    configs use); a base of the scripts' Settings."""
+
+    @property
+    def ca(self):
+        return os.path.join(self.certs, "ca.pem")
+
+    @property
+    def cert(self):
+        return os.path.join(self.certs, "server.pem")
+
+    @property
+    def key(self):
+        return os.path.join(self.certs, "server.key")
+
+    @property
+    def combined(self):
+        return os.path.join(self.certs, "server-combined.pem")
+
+
 # ----------------------------------------------------------------------------------------------
 # Scenarios
 
@@ -543,7 +564,7 @@ def pick_scenarios(value, what):
     return [sc for sc in SCENARIOS if sc.name in names]
 
 
-class Settings:
+class Settings(CertFiles):
     def __init__(self, argv):
         self.quick = "--quick" in argv
         self.rounds = env_int("ROUNDS", 1 if self.quick else 3)
@@ -577,22 +598,6 @@ class Settings:
         self.budget = (len(self.proxies) * (self.rounds * per_round + len(self.scenarios) * (self.warmup + 4) + 40)
                        ) * 2 + 120
 
-    # The certificate files of bench/certs.sh (the names bench/h2_bench.py's configs use).
-    @property
-    def ca(self):
-        return os.path.join(self.certs, "ca.pem")
-
-    @property
-    def cert(self):
-        return os.path.join(self.certs, "server.pem")
-
-    @property
-    def key(self):
-        return os.path.join(self.certs, "server.key")
-
-    @property
-    def combined(self):
-        return os.path.join(self.certs, "server-combined.pem")
 
     def scenario_path(self, sc):
         return sc.path if sc.path is not None else self.path

@@ -58,7 +58,7 @@ def log(msg):
     print(f"[h2 {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class Settings:
+class Settings(bench.CertFiles):
     def __init__(self, argv):
         self.quick = "--quick" in argv
         self.rounds = env_int("ROUNDS", 1 if self.quick else 3)
@@ -85,18 +85,6 @@ class Settings:
         self.pause = 1.0  # seconds before every measured run (TIME_WAIT, CPU settle)
         per_run = self.duration + self.run_warmup + self.pause + 3
         self.budget = (len(self.proxies) * (self.rounds * len(self.scenarios) * per_run + 3 * self.warmup + 40)) * 2 + 120
-
-    @property
-    def cert(self):
-        return os.path.join(self.certs, "server.pem")
-
-    @property
-    def key(self):
-        return os.path.join(self.certs, "server.key")
-
-    @property
-    def combined(self):
-        return os.path.join(self.certs, "server-combined.pem")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,41 +28,41 @@ constexpr std::chrono::milliseconds kTunnelReadTimeout = std::chrono::hours(24);
 // After one side closed its direction, how long the other may still talk.
 constexpr std::chrono::milliseconds kTunnelLinger = std::chrono::seconds(5);
 
-asio::awaitable<void> pump_to_client(http::ClientStream& up, http::ServerStream& s, char* buf,
-                                     Tunnel& t) {
-  const std::span<char> span(buf, BufferPool::kSize);
-  for (;;) {
-    const http::BodyRead r = co_await up.read_body(span, kTunnelReadTimeout);
-    if (r.ec) {
-      t.failed = true;
-      break;
-    }
-    if (r.bytes) t.last = Clock::now();
-    const auto ec = co_await s.send_body(span.first(r.bytes), r.last);
-    if (ec) {
-      t.failed = true;
-      break;
-    }
-    if (r.last) {
-      t.half_closed = Clock::now();
-      break;
-    }
+// The two directions of a tunnel: where bytes come from and where they go.
+struct ToClient {
+  http::ClientStream& from;
+  http::ServerStream& to;
+  asio::awaitable<http::BodyRead> read(std::span<char> out) {
+    return from.read_body(out, kTunnelReadTimeout);
   }
-  --t.running;
-  t.wake.cancel();
-}
+  asio::awaitable<boost::system::error_code> write(std::span<const char> in, bool last) {
+    return to.send_body(in, last);
+  }
+};
 
-asio::awaitable<void> pump_to_upstream(http::ServerStream& s, http::ClientStream& up, char* buf,
-                                       Tunnel& t) {
+struct ToUpstream {
+  http::ServerStream& from;
+  http::ClientStream& to;
+  asio::awaitable<http::BodyRead> read(std::span<char> out) {
+    return from.read_body(out, kTunnelReadTimeout);
+  }
+  asio::awaitable<boost::system::error_code> write(std::span<const char> in, bool last) {
+    return to.send_body(in, last, kTunnelReadTimeout);
+  }
+};
+
+// Moves one direction's bytes until it ends (a half-close, passed on) or fails.
+template <class Direction>
+asio::awaitable<void> pump(Direction dir, char* buf, Tunnel& t) {
   const std::span<char> span(buf, BufferPool::kSize);
   for (;;) {
-    const http::BodyRead r = co_await s.read_body(span, kTunnelReadTimeout);
+    const http::BodyRead r = co_await dir.read(span);
     if (r.ec) {
       t.failed = true;
       break;
     }
     if (r.bytes) t.last = Clock::now();
-    const auto ec = co_await up.send_body(span.first(r.bytes), r.last, kTunnelReadTimeout);
+    const auto ec = co_await dir.write(span.first(r.bytes), r.last);
     if (ec) {
       t.failed = true;
       break;
@@ -91,9 +91,9 @@ asio::awaitable<void> tunnel(http::ServerStream& s, http::ClientStream& up,
     --t.running;
     t.wake.cancel();
   };
-  pumps.spawn(pump_to_client(up, s, down_buf.get(), t), "websocket tunnel (to client)",
+  pumps.spawn(pump(ToClient{up, s}, down_buf.get(), t), "websocket tunnel (to client)",
               pump_failed);
-  pumps.spawn(pump_to_upstream(s, up, up_buf.get(), t), "websocket tunnel (to upstream)",
+  pumps.spawn(pump(ToUpstream{s, up}, up_buf.get(), t), "websocket tunnel (to upstream)",
               pump_failed);
   bool closed = false;
   while (t.running > 0) {
