@@ -11,9 +11,11 @@ Standard library only; run with Debian's /usr/bin/python3.
 """
 
 import atexit
+import fcntl
 import glob
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,11 +57,48 @@ def scaled(seconds):
 # Ports, files, /proc
 
 
-def free_port():
-    """A port nothing listens on right now (bind 127.0.0.1:0, read it back, release it)."""
+# Ports for listeners come from a range the kernel never hands out on its own (below
+# ip_local_port_range, 32768-60999 on Debian), so no outgoing connection and no `bind(0)` can
+# hold one. Each port is claimed with an flock on a file in PORT_LOCK_DIR that this process keeps
+# until it exits: two tests running at once (ctest -j) and two calls in one test never get the same
+# port, which bind-close-reuse could not promise (Turnpike binds with SO_REUSEPORT, so a port picked
+# twice is not even refused).
+PORT_RANGE = (20000, 32000)
+PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "turnpike-test-ports")
+_claimed_ports = {}
+
+
+def _bindable(port):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port():
+    """A loopback port that no other test process holds and nothing listens on right now; this
+    process keeps it until it exits, and never gets it twice."""
+    os.makedirs(PORT_LOCK_DIR, exist_ok=True)
+    lo, hi = PORT_RANGE
+    first = random.randrange(lo, hi)
+    for i in range(hi - lo):
+        port = lo + (first - lo + i) % (hi - lo)
+        if port in _claimed_ports:
+            continue
+        fd = os.open(os.path.join(PORT_LOCK_DIR, str(port)), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        if not _bindable(port):
+            os.close(fd)
+            continue
+        _claimed_ports[port] = fd
+        return port
+    raise RuntimeError("no free port in %d-%d" % PORT_RANGE)
 
 
 def rss_kib(pid):

@@ -399,7 +399,7 @@ class H2FlowControlTest(H2Case):
                 self.assertEqual((hd[":status"], len(body)), ("200", 200000))
             time.sleep(2)
             grown = (h.rss_kib(pid) - base) / 1024.0
-            if not os.environ.get("TP_SANITIZE"):
+            if not h.SANITIZE:
                 self.assertLess(grown, 16, "RSS grew %.1f MiB with a stalled 1 GiB stream" % grown)
 
     def test_slow_reader_downloading_1gib_keeps_rss_bounded(self):
@@ -420,7 +420,7 @@ class H2FlowControlTest(H2Case):
         finally:
             proc.kill()
             proc.wait()
-        if not os.environ.get("TP_SANITIZE"):
+        if not h.SANITIZE:
             self.assertLess((peak - base) / 1024.0, 16,
                             "RSS %d -> %d KiB while a slow client downloads" % (base, peak))
 
@@ -452,7 +452,7 @@ class H2IdleMemoryTest(H2Case):
         per_conn = (h.rss_kib(pid) - base) / 300.0
         for c in conns:
             c.close()
-        if not os.environ.get("TP_SANITIZE"):
+        if not h.SANITIZE:
             self.assertLess(per_conn, 32, "%.1f KiB per idle HTTP/2 connection" % per_conn)
 
 

@@ -7,7 +7,9 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -193,16 +195,37 @@ TEST(KeyHash, StableAndNonZero) {
 
 // ---- Redis client, against a real server --------------------------------------------------
 
+// A port below the kernel's ephemeral range, claimed with an flock on a file in the same directory
+// the integration harness uses (tests/integration/harness.py free_port), so that concurrent test
+// processes never pick the same one; the lock is held until this process exits.
 std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  static const char* const kDir = "/tmp/turnpike-test-ports";
+  ::mkdir(kDir, 0777);
+  const auto first = static_cast<unsigned>(::getpid()) * 7919u;
+  for (unsigned i = 0; i < 12000; ++i) {
+    const auto port = static_cast<std::uint16_t>(20000 + (first + i) % 12000);
+    const std::string path = std::string(kDir) + "/" + std::to_string(port);
+    const int lock = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0666);
+    if (lock < 0) continue;
+    if (::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+      ::close(lock);
+      continue;
+    }
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (!ok) {
+      ::close(lock);
+      continue;
+    }
+    return port;  // `lock` stays open (and locked) for the life of the process
+  }
+  ADD_FAILURE() << "no free port in 20000-32000";
+  return 0;
 }
 
 bool port_open(std::uint16_t port) {
