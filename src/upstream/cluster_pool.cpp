@@ -158,13 +158,15 @@ void ClusterPool::release(EndpointState& ep, std::shared_ptr<http::ClientStream>
 }
 
 void ClusterPool::sweep(std::chrono::steady_clock::time_point now) noexcept {
+  const bool probe = now - last_probe_ >= kProbeAfter;
+  if (probe) last_probe_ = now;
   for (auto& ep : endpoints_) {
     std::erase_if(ep.h2, [&](const std::shared_ptr<http2::ClientConnection>& c) {
       if (c->active_streams() == 0 && now - c->idle_since() >= config_->idle_timeout) c->close();
       return c->is_closed();
     });
     std::erase_if(ep.idle, [&](const std::shared_ptr<http1::ClientConnection>& c) {
-      if (now - c->idle_since() >= config_->idle_timeout || !c->still_alive()) {
+      if (now - c->idle_since() >= config_->idle_timeout || (probe && !c->still_alive())) {
         c->close();
         return true;
       }

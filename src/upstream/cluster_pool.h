@@ -75,7 +75,8 @@ class ClusterPool {
   /// Returns an exchange that completed. HTTP/1.1: the connection is pooled, or closed if not
   /// reusable or the pool is full; HTTP/2: the stream is released.
   void release(EndpointState& ep, std::shared_ptr<http::ClientStream> conn) noexcept;
-  /// Closes idle connections unused for longer than the cluster's idle_timeout.
+  /// Closes idle connections unused for longer than the cluster's idle_timeout, and (at most once
+  /// a second, so a large pool costs few system calls) those the backend has closed.
   void sweep(std::chrono::steady_clock::time_point now) noexcept;
   /// Closes every idle connection.
   void close_idle() noexcept;
@@ -87,6 +88,7 @@ class ClusterPool {
   std::shared_ptr<tls::ClientContext> tls_;
   std::vector<EndpointState> endpoints_;
   std::size_t rr_ = 0;
+  std::chrono::steady_clock::time_point last_probe_{};
   bool equal_weights_ = true;
   bool h2_ = false;
 };

@@ -205,7 +205,7 @@ struct Cluster {
   std::vector<Endpoint> endpoints;  // required, at least one
   Duration connect_timeout{1'000};
   // 0..10000 pooled keep-alive connections per endpoint per worker; 0 disables pooling.
-  std::uint32_t max_idle_per_endpoint = 64;
+  std::uint32_t max_idle_per_endpoint = 1024;
   Duration idle_timeout{60'000};          // pooled connection closed after this long unused
   std::string lb_policy = "round_robin";  // the only policy so far
   std::optional<ClusterTls> tls;

@@ -206,7 +206,7 @@ routes:
   EXPECT_EQ(lim.max_connections, 50'000U);
   const Cluster& cl = c.clusters[0];
   EXPECT_EQ(cl.connect_timeout, seconds(1));
-  EXPECT_EQ(cl.max_idle_per_endpoint, 64U);
+  EXPECT_EQ(cl.max_idle_per_endpoint, 1024U);
   EXPECT_EQ(cl.idle_timeout, seconds(60));
   EXPECT_EQ(cl.lb_policy, "round_robin");
   ASSERT_EQ(c.routes.size(), 3U);
