@@ -90,6 +90,7 @@ nlohmann::json to_json(const Config& config) {
     if (l.h2) protocols.push_back("h2");
     if (l.h2c) protocols.push_back("h2c");
     entry["protocols"] = protocols;
+    entry["defer_accept"] = l.defer_accept;
     const auto& h = l.http2;
     entry["http2"] = {{"max_concurrent_streams", h.max_concurrent_streams},
                       {"initial_window_size", h.initial_window_size},

@@ -198,8 +198,8 @@ void Loader::load_listeners(const Value& v, Config& c) {
     Listener l;
     l.loc = item.loc;
     l.name = "listener-" + std::to_string(i);
-    const auto f =
-        fields(item, {"name", "listen", "limits", "tls", "protocols", "http2", "filters"});
+    const auto f = fields(
+        item, {"name", "listen", "limits", "tls", "protocols", "http2", "filters", "defer_accept"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) l.name = std::move(*s);
@@ -215,6 +215,9 @@ void Loader::load_listeners(const Value& v, Config& c) {
     if (const auto* p = f->get("protocols")) load_protocols(*p, l);
     if (const auto* h = f->get("http2")) load_http2(*h, l.http2);
     if (const auto* fl = f->get("filters")) load_filter_names(*fl, l.filters);
+    if (const auto* d = f->get("defer_accept")) {
+      if (const auto b = boolean(*d)) l.defer_accept = *b;
+    }
     c.listeners.push_back(std::move(l));
   }
 }

@@ -50,6 +50,13 @@ bool same_socket(const config::Listener& l, const BoundListener& b) {
   return l.address == b.address && l.port == b.configured_port;
 }
 
+// TCP_DEFER_ACCEPT (listeners[].defer_accept): 1 second, which Linux rounds to one SYN-ACK
+// retransmission; a client that has sent nothing by then is accepted as usual.
+bool set_defer_accept(int fd, bool on) {
+  const int secs = on ? 1 : 0;
+  return ::setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) == 0;
+}
+
 // Opens one SO_REUSEPORT socket per worker on the listener's address. A port of 0 is resolved by
 // the first bind and reused for the others.
 bool bind_listener(const config::Listener& l, unsigned workers, BoundListener& out,
@@ -74,6 +81,7 @@ bool bind_listener(const config::Listener& l, unsigned workers, BoundListener& o
               ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 &&
               ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0;
     if (ok && addr.is_v6()) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    ok = ok && set_defer_accept(fd, l.defer_accept);
     ok = ok && ::bind(fd, ep.data(), static_cast<socklen_t>(ep.size())) == 0 &&
          ::listen(fd, 4096) == 0;
     if (!ok) {
@@ -268,7 +276,9 @@ int run_server(config::Config cfg) {
         auto it = std::find_if(next.begin(), next.end(),
                                [&](const config::Listener& l) { return same_socket(l, *b); });
         if (it != next.end()) {
-          b->name = it->name;  // kept (its name and limits may change)
+          b->name = it->name;  // kept (its name, limits and options may change)
+          for (int fd : b->fds)
+            set_defer_accept(fd, it->defer_accept);
           ++b;
           continue;
         }

@@ -206,6 +206,36 @@ async def hammer(ports, ctx, seed, stats, duration, alive):
     await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
 
 
+class DeferAcceptTest(h.TurnpikeCase):
+    """listeners[].defer_accept (default on): the kernel hands Turnpike a connection only once its
+    first bytes are in (about a second at most), so a client's header_timeout starts then; with it
+    off, a silent connection is accepted at once and closed after header_timeout."""
+
+    def test_header_timeout_starts_when_the_client_speaks(self):
+        limits = {"header_timeout": "300ms"}
+        deferred = h.listener("deferred", h.free_port(), **limits)
+        eager = h.listener("eager", h.free_port(), **limits)
+        eager["defer_accept"] = False
+        # HTTP/1.1 or h2c: header_timeout covers the connection preface from accept on.
+        deferred["protocols"] = eager["protocols"] = ["http1", "h2c"]
+        routes = [{"name": "ok", "match": {"path_prefix": "/"},
+                   "respond": {"status": 200, "body": "ok\n"}}]
+        tp = self.stack.turnpike(h.config(h.free_port(), [deferred, eager], [], routes, workers=1))
+
+        quiet = socket.create_connection(("127.0.0.1", tp.ports["deferred"]), timeout=5)
+        loud = socket.create_connection(("127.0.0.1", tp.ports["eager"]), timeout=5)
+        started = time.monotonic()
+        # Accepted at once and silent: closed after header_timeout, with nothing to answer.
+        self.assertEqual(loud.recv(4096), b"")
+        self.assertLess(time.monotonic() - started, 0.9)
+        # Not accepted yet (the kernel waits for its bytes): past header_timeout and still served.
+        time.sleep(max(0.0, started + 0.6 - time.monotonic()))
+        quiet.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b" 200 ", quiet.recv(4096))
+        loud.close()
+        quiet.close()
+
+
 class AcceptTimeoutStressTest(h.TurnpikeCase):
     @classmethod
     def setUpClass(cls):
@@ -227,6 +257,9 @@ class AcceptTimeoutStressTest(h.TurnpikeCase):
         tls["protocols"] = ["http1", "h2"]
         mixed = h.listener("mixed", h.free_port(), **limits)
         mixed["protocols"] = ["http1", "h2c"]
+        # The timers under test start at accept: with TCP_DEFER_ACCEPT the kernel would hold a
+        # connection until its first bytes, and the moments would no longer straddle them.
+        tls["defer_accept"] = mixed["defer_accept"] = False
         routes = [{"name": "ok", "match": {"path_prefix": "/"},
                    "respond": {"status": 200, "body": "ok\n"}}]
         cfg = h.config(h.free_port(), [tls, mixed], [], routes, workers=2)

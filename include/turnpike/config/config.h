@@ -171,6 +171,10 @@ struct Listener {
   Http2Settings http2;
   /// `filters`: filter instances run for every request on this listener, before routing.
   std::vector<std::string> filters;
+  /// `defer_accept`: TCP_DEFER_ACCEPT: the kernel hands a connection over once its first bytes
+  /// arrive (HTTP and TLS clients speak first), so accepting it never costs a read that finds
+  /// nothing and a wake-up for the bytes; a silent connection is accepted about a second late.
+  bool defer_accept = true;
   SourceLoc loc;
 };
 

@@ -231,6 +231,7 @@ listeners:
     limits: {max_body_bytes: unlimited, max_header_bytes: 1KiB}
   - listen: 127.0.0.1:2
     limits: {max_body_bytes: 0}
+    defer_accept: false
 clusters:
   - name: users
     endpoints: ["127.0.0.1:9001"]
@@ -245,6 +246,8 @@ drain_timeout: 0
   EXPECT_FALSE(c.listeners[0].limits.max_body_bytes.has_value());
   EXPECT_EQ(c.listeners[0].limits.max_header_bytes, 1024U);
   EXPECT_EQ(c.listeners[1].limits.max_body_bytes, 0U);
+  EXPECT_TRUE(c.listeners[0].defer_accept);
+  EXPECT_FALSE(c.listeners[1].defer_accept);
   EXPECT_EQ(c.routes[0].match.methods, std::vector<std::string>{"DELETE"});
   EXPECT_EQ(c.routes[1].respond->status, 204);
   EXPECT_EQ(c.drain_timeout, milliseconds(0));
