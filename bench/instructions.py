@@ -4,7 +4,7 @@ same binary and traffic whatever else the machine does, so two builds can be com
 (wall-clock benchmarks on this 2-core machine move by several percent between runs). Not a
 side-by-side benchmark (bench/run.sh is): a ruler for one change.
 
-  bench/instructions.py [--requests N] [--shape small|post|h2c] BINARY [BINARY...]
+  bench/instructions.py [--requests N] [--shape small|post|h2c|close] BINARY [BINARY...]
   bench/instructions.py --report docs/benchmarks.md --label-a BEFORE --label-b AFTER A B
       (every shape, both binaries; writes the "instructions" section of the report)
 
@@ -66,6 +66,14 @@ def load(shape, port, requests, client):
                 n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
                 while len(rest) < n:
                     rest += s.recv(65536)
+    elif shape == "close":
+        req = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        for _ in range(requests):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.settimeout(60)
+                s.sendall(req)
+                while s.recv(65536):
+                    pass
     elif shape == "h2c":
         subprocess.run(["h2load", "-c1", "-m10", "-n", str(requests),
                         "http://127.0.0.1:%d/" % port], check=True, capture_output=True,
@@ -137,7 +145,8 @@ BEGIN = "<!-- instructions:begin -->"
 END = "<!-- instructions:end -->"
 SHAPES = (("small", "keep-alive `GET /` (about 400 bytes back)"),
           ("post", "keep-alive `POST` with a 512-byte body"),
-          ("h2c", "h2c, 1 connection × 10 streams, `GET /`"))
+          ("h2c", "h2c, 1 connection × 10 streams, `GET /`"),
+          ("close", "a new connection per request, `GET /` with `Connection: close`"))
 
 
 def write_report(path, rows, label_a, label_b, requests):

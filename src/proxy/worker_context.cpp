@@ -1,6 +1,8 @@
 #include "proxy/worker_context.h"
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <unordered_set>
 
 namespace turnpike::proxy {
@@ -156,22 +158,31 @@ void WorkerContext::collect_retired() noexcept {
   });
 }
 
+namespace {
+// Two hex digits per byte value, so a request id takes 16 table lookups.
+constexpr std::array<std::array<char, 2>, 256> kHexPairs = [] {
+  constexpr char kHex[] = "0123456789abcdef";
+  std::array<std::array<char, 2>, 256> t{};
+  for (std::size_t i = 0; i < 256; ++i)
+    t[i] = {kHex[i >> 4], kHex[i & 0xf]};
+  return t;
+}();
+// Where each of the 16 bytes goes in "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx".
+constexpr std::array<std::uint8_t, 16> kUuidOffsets = {0,  2,  4,  6,  9,  11, 14, 16,
+                                                       19, 21, 24, 26, 28, 30, 32, 34};
+}  // namespace
+
 void WorkerContext::next_request_id(char* out) noexcept {
   // UUID v4 text form, formatted by hand: this runs once per request.
-  static constexpr char kHex[] = "0123456789abcdef";
   std::uint64_t a = rng_();
   std::uint64_t b = rng_();
   a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
   b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
-  std::size_t pos = 0;
-  auto put = [&](std::uint64_t v) {
-    for (int i = 15; i >= 0; --i) {
-      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) out[pos++] = '-';
-      out[pos++] = kHex[(v >> (i * 4)) & 0xf];
-    }
-  };
-  put(a);
-  put(b);
+  for (int i = 0; i < 8; ++i) {
+    std::memcpy(out + kUuidOffsets[i], kHexPairs[(a >> (56 - 8 * i)) & 0xff].data(), 2);
+    std::memcpy(out + kUuidOffsets[8 + i], kHexPairs[(b >> (56 - 8 * i)) & 0xff].data(), 2);
+  }
+  out[8] = out[13] = out[18] = out[23] = '-';
 }
 
 void WorkerContext::sweep() {

@@ -235,7 +235,9 @@ class RoutingTest(h.TurnpikeCase):
         self.assertEqual(hdrs.get("x-forwarded-proto"), "http", hdrs)
         self.assertEqual(hdrs.get("x-forwarded-host"), "gw.example.com", hdrs)
         rid = hdrs.get("x-request-id")
-        self.assertTrue(rid, hdrs)
+        # A random (version 4) UUID in its text form.
+        self.assertRegex(rid or "", r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-"
+                                    r"[0-9a-f]{12}$", hdrs)
         self.assertEqual(r.header("x-request-id"), rid)
         other = self.assertUpstream(self.get("/proxy/fwd"), "users")["headers"]["x-request-id"]
         self.assertNotEqual(other, rid, "request ids must be unique")
