@@ -14,6 +14,8 @@
 
 namespace turnpike::http1 {
 
+using namespace std::string_view_literals;
+
 namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
 using boost::system::error_code;
@@ -140,26 +142,23 @@ asio::awaitable<error_code> ClientConnection::send_request(const http::RequestHe
   out_ += head.method;
   out_ += ' ';
   out_ += path_and_query;
-  out_ += " HTTP/1.1\r\n";
+  out_ += " HTTP/1.1\r\n"sv;
   for (const auto& h : head.headers) {
-    out_ += h.name;
-    out_ += ": ";
-    out_ += h.value;
-    out_ += "\r\n";
+    append_field(out_, h.name, h.value);
   }
   request_chunked_ = false;
   if (head.content_length) {
     if (*head.content_length > 0 || head.method == "POST" || head.method == "PUT" ||
         head.method == "PATCH") {
-      out_ += "Content-Length: ";
+      out_ += "Content-Length: "sv;
       append_decimal(out_, *head.content_length);
-      out_ += "\r\n";
+      out_ += "\r\n"sv;
     }
   } else if (head.has_body) {
-    out_ += "Transfer-Encoding: chunked\r\n";
+    out_ += "Transfer-Encoding: chunked\r\n"sv;
     request_chunked_ = true;
   }
-  out_ += "\r\n";
+  out_ += "\r\n"sv;
 
   FrameBuffers bufs;
   std::size_t nbufs = frame_body(out_, body, request_chunked_, end_stream, bufs);
@@ -201,12 +200,9 @@ asio::awaitable<error_code> ClientConnection::send_trailers(const http::HeaderMa
   out_.assign("0\r\n");
   for (const auto& t : trailers) {
     if (!http::trailer_allowed(t.name)) continue;
-    out_ += t.name;
-    out_ += ": ";
-    out_ += t.value;
-    out_ += "\r\n";
+    append_field(out_, t.name, t.value);
   }
-  out_ += "\r\n";
+  out_ += "\r\n"sv;
   std::array<asio::const_buffer, 1> bufs{asio::buffer(out_)};
   error_code ec = co_await write(bufs, timeout);
   if (!ec) request_done_ = true;

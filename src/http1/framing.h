@@ -5,6 +5,7 @@
 #include <array>
 #include <charconv>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +28,21 @@ inline void append_hex(std::string& s, std::uint64_t v) {
   s.append(buf, end);
 }
 
+/// Appends "name: value\r\n" with one size check (header serialization runs for every message).
+inline void append_field(std::string& s, std::string_view name, std::string_view value) {
+  const std::size_t at = s.size();
+  s.resize(at + name.size() + value.size() + 4);
+  char* p = s.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = ':';
+  *p++ = ' ';
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p++ = '\r';
+  *p = '\n';
+}
+
 using FrameBuffers = std::array<boost::asio::const_buffer, 3>;
 
 /// Frames one piece of body after `prefix` (a message head, or empty): with chunked encoding the
@@ -41,7 +57,7 @@ inline std::size_t frame_body(std::string& prefix, std::span<const char> body, b
   std::size_t n = 0;
   if (chunked && !body.empty()) {
     append_hex(prefix, body.size());
-    prefix += "\r\n";
+    prefix += kCrlf;
   }
   if (!prefix.empty()) out[n++] = boost::asio::buffer(prefix);
   if (!body.empty()) out[n++] = boost::asio::buffer(body.data(), body.size());

@@ -18,6 +18,8 @@
 
 namespace turnpike::http1 {
 
+using namespace std::string_view_literals;
+
 namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
 using boost::system::error_code;
@@ -416,15 +418,15 @@ asio::awaitable<void> ServerConnection::reply_error(int status, std::string_view
   handler_.on_rejected(info_, head_, status, details, rx_ + buffer_.size(), tx_ + body.size());
   if (state_ == State::Closed) co_return;
   out_.clear();
-  out_ += "HTTP/1.1 ";
+  out_ += "HTTP/1.1 "sv;
   append_decimal(out_, static_cast<std::uint64_t>(status));
   out_ += ' ';
   out_ += http::reason_phrase(status);
-  out_ += "\r\nDate: ";
+  out_ += "\r\nDate: "sv;
   out_ += http::http_date_now();
-  out_ += "\r\nContent-Type: application/json\r\nContent-Length: ";
+  out_ += "\r\nContent-Type: application/json\r\nContent-Length: "sv;
   append_decimal(out_, body.size());
-  out_ += "\r\nConnection: close\r\n\r\n";
+  out_ += "\r\nConnection: close\r\n\r\n"sv;
   std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(body)};
   co_await write(bufs);
   close_after_ = true;
@@ -564,35 +566,32 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
   const bool no_body = head_request_ || body_forbidden(head.status) || !head.has_body;
 
   out_.clear();
-  out_ += http10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  out_ += http10 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv;
   append_decimal(out_, static_cast<std::uint64_t>(head.status));
   out_ += ' ';
   if (head.reason.empty())
     out_ += http::reason_phrase(head.status);
   else
     out_ += head.reason;
-  out_ += "\r\n";
+  out_ += "\r\n"sv;
   for (const auto& h : head.headers) {
-    out_ += h.name;
-    out_ += ": ";
-    out_ += h.value;
-    out_ += "\r\n";
+    append_field(out_, h.name, h.value);
   }
   response_chunked_ = false;
   if (body_forbidden(head.status)) {
     // no framing headers
   } else if (head.content_length) {
-    out_ += "Content-Length: ";
+    out_ += "Content-Length: "sv;
     append_decimal(out_, *head.content_length);
-    out_ += "\r\n";
+    out_ += "\r\n"sv;
   } else if (no_body) {
-    if (!head_request_) out_ += "Content-Length: 0\r\n";
+    if (!head_request_) out_ += "Content-Length: 0\r\n"sv;
   } else if (end_stream) {
-    out_ += "Content-Length: ";
+    out_ += "Content-Length: "sv;
     append_decimal(out_, body.size());
-    out_ += "\r\n";
+    out_ += "\r\n"sv;
   } else if (!http10) {
-    out_ += "Transfer-Encoding: chunked\r\n";
+    out_ += "Transfer-Encoding: chunked\r\n"sv;
     response_chunked_ = true;
   } else {
     close_after_ = true;  // HTTP/1.0: the body ends when the connection does
@@ -600,10 +599,10 @@ asio::awaitable<error_code> ServerConnection::send_response(http::ResponseHead& 
   if (tunnel_)
     ;  // the handler's Connection: upgrade stands
   else if (close_after_)
-    out_ += "Connection: close\r\n";
+    out_ += "Connection: close\r\n"sv;
   else if (http10)
-    out_ += "Connection: keep-alive\r\n";
-  out_ += "\r\n";
+    out_ += "Connection: keep-alive\r\n"sv;
+  out_ += "\r\n"sv;
 
   std::span<const char> payload = no_body ? std::span<const char>{} : body;
   FrameBuffers bufs;
@@ -663,12 +662,9 @@ asio::awaitable<error_code> ServerConnection::send_trailers(const http::HeaderMa
   out_.assign("0\r\n");
   for (const auto& t : trailers) {
     if (!http::trailer_allowed(t.name)) continue;
-    out_ += t.name;
-    out_ += ": ";
-    out_ += t.value;
-    out_ += "\r\n";
+    append_field(out_, t.name, t.value);
   }
-  out_ += "\r\n";
+  out_ += "\r\n"sv;
   std::array<asio::const_buffer, 1> bufs{asio::buffer(out_)};
   const error_code ec = co_await write(bufs);
   if (ec) {
