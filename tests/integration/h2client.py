@@ -43,6 +43,7 @@ class RawH2:
         self.buf = bytearray()
         self.enc = Encoder()
         self.dec = Decoder()
+        self.never_indexed = {}  # stream id -> names its answer sent "never indexed"
         self.dec.max_allowed_table_size = 65536
         self.eof = False
         self.streams = {}
@@ -163,9 +164,14 @@ class RawH2:
             st["done"] = True
             return
         if isinstance(f, (HeadersFrame, ContinuationFrame)):
+            fields = self.dec.decode(f.data)
             decoded = {k.decode() if isinstance(k, bytes) else k:
                        v.decode() if isinstance(v, bytes) else v
-                       for k, v in self.dec.decode(f.data)}
+                       for k, v in fields}
+            # Names sent as "literal, never indexed" (RFC 7541 §6.2.3), for the HPACK tests.
+            st.setdefault("never_indexed", set()).update(
+                (t[0].decode() if isinstance(t[0], bytes) else t[0])
+                for t in fields if not getattr(t, "indexable", True))
             if st["headers"] is None:
                 st["headers"] = decoded
             else:
@@ -190,6 +196,7 @@ class RawH2:
             st = self.streams.get(stream_id)
             if st and st["done"]:
                 del self.streams[stream_id]
+                self.never_indexed[stream_id] = st.get("never_indexed", set())
                 return st["headers"], bytes(st["body"]), st["trailers"], st["rst"]
             f = self.next_frame(max(0.01, deadline - time.monotonic()))
             self._dispatch(f, window_updates)

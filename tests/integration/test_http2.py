@@ -95,6 +95,23 @@ class H2cServingTest(H2Case):
         p = curl(["--http1.1", "-w", "\n@@%{http_code} %{http_version}", self.url("/hello")])
         self.assertEqual(p.stdout, b"hello\n\n@@200 1.1")
 
+    def test_request_id_is_never_indexed(self):
+        """X-Request-Id is unique to each response: HPACK sends it as a literal never indexed
+        (RFC 7541 §6.2.3) rather than filling the dynamic table with values that never repeat;
+        the other fields are indexed as usual."""
+        self.start()
+        c = self.raw()
+        ids = set()
+        for sid in (1, 3, 5):
+            c.get(sid, "/svc/x")
+            hd, _, _, _ = c.response(sid, timeout=h.scaled(5))
+            self.assertEqual(hd[":status"], "200")
+            ids.add(hd["x-request-id"])
+            self.assertIn("x-request-id", c.never_indexed[sid])
+            self.assertNotIn("content-type", c.never_indexed[sid])
+        self.assertEqual(len(ids), 3)
+        c.close()
+
     def test_bodies_both_ways_and_multiplexing(self):
         self.start()
         data = os.urandom(3 * 1024 * 1024 + 17)
