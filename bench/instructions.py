@@ -25,14 +25,10 @@ import sys
 import tempfile
 import time
 
+import bench  # bench/bench.py (this script's directory is on sys.path)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INCLUSIVE = "no"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, timeout):
@@ -83,7 +79,7 @@ def load(shape, port, requests, client):
 
 
 def measure(binary, echo, client, shape, requests, top, workdir):
-    up, port, admin = free_port(), free_port(), free_port()
+    up, port, admin = bench.free_ports(3)  # held together while picked: three different ports
     cfg = os.path.join(workdir, "tp.yaml")
     protocols = "[http1, h2c]" if shape == "h2c" else "[http1]"
     with open(cfg, "w") as f:
