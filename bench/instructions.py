@@ -176,6 +176,7 @@ def main():
     ap.add_argument("--shape", default="small")
     ap.add_argument("--top", type=int, default=0)
     ap.add_argument("--inclusive", action="store_true", help="--top by cost including callees")
+    ap.add_argument("--keep", help="copy the callgrind dump here (for callgrind_annotate --tree)")
     ap.add_argument("--report", help="write the comparison of two binaries into this report")
     ap.add_argument("--label-a", default="before")
     ap.add_argument("--label-b", default="after")
@@ -202,6 +203,9 @@ def main():
     for b in a.binaries:
         with tempfile.TemporaryDirectory() as wd:
             per, elapsed, top = measure(b, a.echo, a.client, a.shape, a.requests, a.top, wd)
+            if a.keep:
+                dumps = sorted(glob.glob(os.path.join(wd, "callgrind.out*")))
+                shutil.copy(dumps[-1], a.keep)
         print("%s: %s: %.0f instructions/request (%d requests, %.1f s under callgrind)" %
               (b, a.shape, per, a.requests, elapsed))
         if top:

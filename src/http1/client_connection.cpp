@@ -60,8 +60,8 @@ void ClientConnection::init() {
     error_code ignored;
     lowest().cancel(ignored);
   };
-  read_deadline_.bind(weak_from_this(), cancel);
-  write_deadline_.bind(weak_from_this(), cancel);
+  read_deadline_.bind(cancel);
+  write_deadline_.bind(cancel);
 }
 
 void ClientConnection::close() noexcept {

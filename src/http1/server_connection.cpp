@@ -81,9 +81,9 @@ void ServerConnection::start() {
     error_code ignored;
     lowest().cancel(ignored);
   };
-  read_deadline_.bind(weak_from_this(), cancel);
-  write_deadline_.bind(weak_from_this(), cancel);
-  watch_deadline_.bind(weak_from_this(), [this] { on_watch_deadline(); });
+  read_deadline_.bind(cancel);
+  write_deadline_.bind(cancel);
+  watch_deadline_.bind([this] { on_watch_deadline(); });
   asio::co_spawn(lowest().get_executor(), run(), [](std::exception_ptr e) {
     if (e) {
       try {
@@ -277,8 +277,15 @@ asio::awaitable<void> ServerConnection::run() {
       error_code ec = co_await read_more();
       if (ec) break;  // idle timeout, client gone, or drain: close quietly
     }
-    const bool head = co_await read_head();
-    if (!head) break;
+    begin_head();
+    HeadStep step = parse_head();
+    while (step.kind == HeadStep::NeedMore) {
+      const error_code ec = co_await read_more();
+      step = ec ? head_read_failed(ec) : parse_head();
+    }
+    if (step.kind == HeadStep::Done) step = finish_head();
+    if (step.kind == HeadStep::Reject) co_await reply_error(step.status, step.details);
+    if (step.kind != HeadStep::Done) break;
 
     state_ = State::Serving;
     co_await handler_.serve(*this);
@@ -314,9 +321,11 @@ asio::awaitable<void> ServerConnection::linger() {
   }
 }
 
-// Reads and validates one request head. Returns false when the connection must close (an
-// error answer, if any, has been sent).
-asio::awaitable<bool> ServerConnection::read_head() {
+// Reading a request head is plain functions, not a coroutine: the head is almost always
+// buffered whole by the read that woke the connection, and a coroutine here would cost a frame
+// allocation per request. run() does the waiting (read_more) and the answering (reply_error).
+
+void ServerConnection::begin_head() {
   state_ = State::ReadingHead;
   head_ = http::RequestHead{};
   head_.headers.reserve(16);
@@ -331,72 +340,59 @@ asio::awaitable<bool> ServerConnection::read_head() {
   response_started_ = response_done_ = response_chunked_ = sent_continue_ = false;
   close_after_ = read_cancelled_ = false;
   read_deadline_.expires_after(limits_.header_timeout);
+}
 
-  for (;;) {
-    error_code ec;
-    std::size_t n = parser_->put(buffer_.data(), ec);
-    if (!ec && parser_->is_header_done()) {
-      std::string_view block(static_cast<const char*>(buffer_.data().data()), n);
-      consume(n);
-      if (!header_block_is_strict(block)) {
-        co_await reply_error(400, "obs-fold or bare LF in header");
-        co_return false;
-      }
-      break;
-    }
+// Parses what is buffered: Done once the head is complete (then finish_head()), NeedMore, or
+// Reject with the answer to send.
+ServerConnection::HeadStep ServerConnection::parse_head() {
+  error_code ec;
+  std::size_t n = parser_->put(buffer_.data(), ec);
+  if (!ec && parser_->is_header_done()) {
+    std::string_view block(static_cast<const char*>(buffer_.data().data()), n);
+    const bool strict = header_block_is_strict(block);
     consume(n);
-    if (ec && ec != bhttp::error::need_more) {
-      co_await reply_error(status_for(ec), ec.message());
-      co_return false;
-    }
-    // Refuse an over-long request line early, before the whole header limit is buffered. Once
-    // the request line is parsed (and consumed), what is buffered is header fields: a long one
-    // is the header limit's business (431), not the URI's.
-    if (head_.method.empty() && buffer_.size() > limits_.max_uri_bytes + 32) {
-      std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-      std::size_t eol = data.find('\n');
-      if (eol == std::string_view::npos || eol > limits_.max_uri_bytes + 32) {
-        co_await reply_error(414, "request-target too long");
-        co_return false;
-      }
-    }
-    ec = co_await read_more();
-    if (ec) {
-      if (ec == asio::error::timed_out) {
-        co_await reply_error(408, "request header timeout");
-      } else if (ec == bhttp::error::buffer_overflow) {
-        co_await reply_error(431, "request header too large");
-      }
-      co_return false;
-    }
+    if (!strict) return HeadStep::reject(400, "obs-fold or bare LF in header");
+    return HeadStep::of(HeadStep::Done);
   }
-  read_deadline_.clear();
+  consume(n);
+  if (ec && ec != bhttp::error::need_more) return HeadStep::reject(status_for(ec), ec.message());
+  // Refuse an over-long request line early, before the whole header limit is buffered. Once
+  // the request line is parsed (and consumed), what is buffered is header fields: a long one
+  // is the header limit's business (431), not the URI's.
+  if (head_.method.empty() && buffer_.size() > limits_.max_uri_bytes + 32) {
+    std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    std::size_t eol = data.find('\n');
+    if (eol == std::string_view::npos || eol > limits_.max_uri_bytes + 32)
+      return HeadStep::reject(414, "request-target too long");
+  }
+  return HeadStep::of(HeadStep::NeedMore);
+}
 
+// A read for more of the head failed: answer a timeout or an overflow, close quietly otherwise.
+ServerConnection::HeadStep ServerConnection::head_read_failed(error_code ec) {
+  if (ec == asio::error::timed_out) return HeadStep::reject(408, "request header timeout");
+  if (ec == bhttp::error::buffer_overflow) return HeadStep::reject(431, "request header too large");
+  return HeadStep::of(HeadStep::Close);
+}
+
+// Validates a complete head and fills in what the handler reads (path, query, host).
+ServerConnection::HeadStep ServerConnection::finish_head() {
+  read_deadline_.clear();
   // Framing and semantics Beast accepts but RFC 9112 makes us refuse.
-  if (head_.target.size() > limits_.max_uri_bytes) {
-    co_await reply_error(414, "request-target too long");
-    co_return false;
-  }
+  if (head_.target.size() > limits_.max_uri_bytes)
+    return HeadStep::reject(414, "request-target too long");
   if (parser_->saw_transfer_encoding() && !parser_->chunked()) {
     bool mentions_chunked = false;
     if (const std::string* te = head_.headers.get("transfer-encoding"))
       mentions_chunked = te->find("chunked") != std::string::npos;
-    co_await reply_error(mentions_chunked ? 400 : 501, "unsupported transfer-encoding");
-    co_return false;
+    return HeadStep::reject(mentions_chunked ? 400 : 501, "unsupported transfer-encoding");
   }
-  if (parser_->saw_transfer_encoding() && parser_->version() == 10) {
-    co_await reply_error(400, "transfer-encoding in HTTP/1.0");
-    co_return false;
-  }
-  if (parser_->host_count() > 1 || (parser_->version() == 11 && parser_->host_count() == 0)) {
-    co_await reply_error(400, "missing or repeated Host");
-    co_return false;
-  }
+  if (parser_->saw_transfer_encoding() && parser_->version() == 10)
+    return HeadStep::reject(400, "transfer-encoding in HTTP/1.0");
+  if (parser_->host_count() > 1 || (parser_->version() == 11 && parser_->host_count() == 0))
+    return HeadStep::reject(400, "missing or repeated Host");
   auto split = http::normalize_target(head_.target);
-  if (!split) {
-    co_await reply_error(400, "invalid request-target");
-    co_return false;
-  }
+  if (!split) return HeadStep::reject(400, "invalid request-target");
   head_.path = std::move(split->path);
   head_.query = std::move(split->query);
   head_.host = http::normalize_host(head_.authority);
@@ -408,7 +404,7 @@ asio::awaitable<bool> ServerConnection::read_head() {
     if (const std::string* up = head_.headers.get("upgrade")) head_.upgrade = *up;
   }
   http::strip_hop_by_hop(head_.headers);
-  co_return true;
+  return HeadStep::of(HeadStep::Done);
 }
 
 asio::awaitable<void> ServerConnection::reply_error(int status, std::string_view details) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -53,7 +54,20 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   enum class State : std::uint8_t { Idle, ReadingHead, Serving, Closed };
 
   boost::asio::awaitable<void> run();
-  boost::asio::awaitable<bool> read_head();
+  // One step of reading a request head (no I/O): see parse_head().
+  struct HeadStep {
+    enum Kind { Done, NeedMore, Reject, Close } kind;
+    int status = 0;
+    std::string details;
+    static HeadStep of(Kind k) { return HeadStep{k, 0, {}}; }
+    static HeadStep reject(int status, std::string details) {
+      return HeadStep{Reject, status, std::move(details)};
+    }
+  };
+  void begin_head();
+  HeadStep parse_head();
+  HeadStep head_read_failed(boost::system::error_code ec);
+  HeadStep finish_head();
   boost::asio::awaitable<boost::system::error_code> read_more();
   boost::asio::awaitable<void> reply_error(int status, std::string_view details);
   boost::asio::awaitable<boost::system::error_code> write(

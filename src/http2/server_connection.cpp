@@ -623,7 +623,7 @@ void ServerConnection::init_session() {
 
 void ServerConnection::start() {
   auto bind_cancel = [this](support::Deadline& d) {
-    d.bind(weak_from_this(), [this] {
+    d.bind([this] {
       error_code ignored;
       lowest().cancel(ignored);
     });

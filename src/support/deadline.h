@@ -1,29 +1,40 @@
-// A lazy per-connection deadline: one steady_timer that is re-armed only when it fires early
-// or when a deadline moves earlier, so setting a deadline before each I/O operation costs a
-// clock read and a store, not a timer-queue operation. On expiry it runs a callback (usually
-// socket.cancel()); the pending operation then fails with operation_aborted and expired()
-// tells it that was a timeout. Owning worker thread only.
+// A lazy deadline for one connection or one stretch of work, kept in a per-io_context queue
+// (DeadlineQueue, deadline.cpp): an intrusive min-heap behind a single steady_timer. Setting a
+// deadline before each I/O operation costs a clock read and a store when the deadline only moves
+// later (the entry fires early and is pushed back to the real deadline); it costs a heap push
+// when the deadline was not set, and nothing goes through Asio's timer queue, its mutex or its
+// service registry per connection. On expiry the callback runs (usually socket.cancel()); the
+// pending operation then fails with operation_aborted and expired() tells it that was a timeout.
+//
+// Lifetime: cancel() and the destructor take the entry out of the queue, so the callback never
+// runs once either has returned, even when the queue's timer has already completed in the same
+// reactor pass (the queue finds the entry gone). Owning thread only: the thread that runs the
+// io_context of the executor it was made with.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
-#include <memory>
 
-#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/any_io_executor.hpp>
 
 namespace turnpike::support {
+
+class DeadlineQueue;
 
 class Deadline {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit Deadline(const boost::asio::any_io_executor& ex) : timer_(ex) {}
+  explicit Deadline(const boost::asio::any_io_executor& ex);
+  ~Deadline();
+  Deadline(const Deadline&) = delete;
+  Deadline& operator=(const Deadline&) = delete;
 
-  /// `owner` guards the callback: once it has expired, the callback is never run.
-  void bind(std::weak_ptr<void> owner, std::function<void()> on_expire) {
-    owner_ = std::move(owner);
-    on_expire_ = std::move(on_expire);
-  }
+  /// What runs when the deadline passes. It runs on the owning thread, from the queue's timer
+  /// handler; it may cancel or re-arm any deadline, this one included, but must not destroy this
+  /// one (close a socket and let the coroutine end the owner, as every caller does).
+  void bind(std::function<void()> on_expire) { on_expire_ = std::move(on_expire); }
 
   /// Sets the deadline `d` from now and clears the expired flag.
   void expires_after(Clock::duration d) { expires_at(Clock::now() + d); }
@@ -31,53 +42,33 @@ class Deadline {
   void expires_at(Clock::time_point t) {
     deadline_ = t;
     expired_ = false;
-    if (!armed_ || t < armed_at_) arm();
+    if (slot_ == kNone || t < key_) schedule(t);
   }
 
-  /// No deadline until the next expires_*(); the timer stays armed and is ignored when it fires.
+  /// No deadline until the next expires_*(); the queue entry stays and is dropped when it fires.
   void clear() noexcept { deadline_ = Clock::time_point::max(); }
 
   bool expired() const noexcept { return expired_; }
 
-  /// Stops the timer for good (call from the owner's close path).
+  /// No deadline, and out of the queue now (the owner's close path).
   void cancel() noexcept {
     deadline_ = Clock::time_point::max();
-    timer_.cancel();
+    if (slot_ != kNone) unschedule();
   }
 
  private:
-  void arm() {
-    armed_ = true;
-    armed_at_ = deadline_;
-    timer_.expires_at(deadline_);
-    timer_.async_wait([this, owner = owner_](const boost::system::error_code& ec) {
-      auto alive = owner.lock();
-      if (!alive) return;
-      on_fire(ec);
-    });
-  }
+  friend class DeadlineQueue;
+  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
 
-  void on_fire(const boost::system::error_code& ec) {
-    // A cancelled wait belongs to an arm() that superseded it, or to cancel().
-    if (ec) return;
-    if (timer_.expiry() != armed_at_) return;  // stale completion of a superseded wait
-    armed_ = false;
-    if (deadline_ == Clock::time_point::max()) return;
-    if (Clock::now() >= deadline_) {
-      expired_ = true;
-      deadline_ = Clock::time_point::max();
-      if (on_expire_) on_expire_();
-    } else {
-      arm();
-    }
-  }
+  void schedule(Clock::time_point t);
+  void unschedule() noexcept;
+  void fire(Clock::time_point now);  // the queue popped this entry: expire it or push it back
 
-  boost::asio::steady_timer timer_;
-  std::weak_ptr<void> owner_;
+  DeadlineQueue& queue_;
   std::function<void()> on_expire_;
   Clock::time_point deadline_ = Clock::time_point::max();
-  Clock::time_point armed_at_{};
-  bool armed_ = false;
+  Clock::time_point key_{};   // when the queue entry fires (<= deadline_ while queued)
+  std::size_t slot_ = kNone;  // index in the queue's heap
   bool expired_ = false;
 };
 

@@ -1,13 +1,11 @@
 // A deadline for one stretch of a coroutine (a TLS handshake, reading a preface) that cannot
-// outlive it. Its expiry callback is guarded by a token the ScopedDeadline owns: once it is
-// disarmed or destroyed, the callback never runs, even when the timer's completion is already
-// queued behind the I/O that ended the stretch (both completing in one reactor pass). Use it
-// instead of a steady_timer whose handler captures a pointer into the coroutine's frame.
-// Owning worker thread only.
+// outlive it: once it is disarmed or destroyed, the callback never runs, even when the queue's
+// timer has already completed behind the I/O that ended the stretch (both in one reactor pass;
+// Deadline takes itself out of its queue). Use it instead of a steady_timer whose handler
+// captures a pointer into the coroutine's frame. Owning worker thread only.
 #pragma once
 
 #include <functional>
-#include <memory>
 #include <utility>
 
 #include "support/deadline.h"
@@ -22,7 +20,7 @@ class ScopedDeadline {
   ScopedDeadline(const boost::asio::any_io_executor& ex, Deadline::Clock::duration timeout,
                  std::function<void()> on_expire)
       : deadline_(ex) {
-    deadline_.bind(token_, std::move(on_expire));
+    deadline_.bind(std::move(on_expire));
     deadline_.expires_after(timeout);
   }
 
@@ -33,16 +31,12 @@ class ScopedDeadline {
 
   /// From now on the callback does not run. Call it before handing what it guards to another
   /// owner (a socket moved into a connection object).
-  void disarm() noexcept {
-    token_.reset();
-    deadline_.cancel();
-  }
+  void disarm() noexcept { deadline_.cancel(); }
 
   /// The callback ran: the stretch timed out (whatever the I/O reported).
   bool expired() const noexcept { return deadline_.expired(); }
 
  private:
-  std::shared_ptr<char> token_ = std::make_shared<char>();  // before deadline_: bound to it
   Deadline deadline_;
 };
 
