@@ -129,6 +129,25 @@ nlohmann::json to_json(const Config& config) {
                   {"max_idle_per_endpoint", c.max_idle_per_endpoint},
                   {"idle_timeout", format_duration(c.idle_timeout)},
                   {"lb_policy", c.lb_policy}};
+    switch (c.hash_on.kind) {
+      case HashOn::Kind::None:
+        break;
+      case HashOn::Kind::Header:
+        entry["hash_on"] = {{"header", c.hash_on.name}};
+        break;
+      case HashOn::Kind::Cookie:
+        entry["hash_on"] = {{"cookie", c.hash_on.name}};
+        break;
+      case HashOn::Kind::Query:
+        entry["hash_on"] = {{"query", c.hash_on.name}};
+        break;
+      case HashOn::Kind::ClientIp:
+        entry["hash_on"] = "client_ip";
+        break;
+      case HashOn::Kind::Consumer:
+        entry["hash_on"] = "consumer";
+        break;
+    }
     entry["protocol"] = c.protocol;
     entry["http2"] = {{"max_concurrent_streams", c.http2.max_concurrent_streams},
                       {"initial_window_size", c.http2.initial_window_size},

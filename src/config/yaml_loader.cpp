@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -50,6 +51,7 @@ class Loader : public ValueReader {
   void load_http2(const Value& v, Http2Settings& h2);
   void load_clusters(const Value& v, Config& c);
   std::optional<Endpoint> load_endpoint(const Value& v);
+  void load_hash_on(const Value& v, HashOn& out);
   void load_routes(const Value& v, Config& c);
   void load_route(const Value& v, std::size_t index, Route& r);
   void load_match(const Value& v, RouteMatch& m);
@@ -358,8 +360,9 @@ void Loader::load_clusters(const Value& v, Config& c) {
   for (const Value& item : *items) {
     Cluster cl;
     cl.loc = item.loc;
-    const auto f = fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
-                                 "idle_timeout", "lb_policy", "tls", "protocol", "http2"});
+    const auto f =
+        fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
+                      "idle_timeout", "lb_policy", "hash_on", "tls", "protocol", "http2"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) cl.name = std::move(*s);
@@ -379,15 +382,32 @@ void Loader::load_clusters(const Value& v, Config& c) {
     set_duration(*f, "connect_timeout", cl.connect_timeout);
     set_int(*f, "max_idle_per_endpoint", cl.max_idle_per_endpoint, 0, 10'000);
     set_duration(*f, "idle_timeout", cl.idle_timeout);
-    if (const auto* p = f->get("lb_policy")) {
-      if (auto s = string(*p)) {
-        if (*s == "round_robin") {
+    const Value* policy_value = f->get("lb_policy");
+    if (policy_value != nullptr) {
+      if (auto s = string(*policy_value)) {
+        static const std::vector<std::string_view> kPolicies = {"round_robin", "least_request",
+                                                                "random", "ring_hash", "maglev"};
+        if (std::find(kPolicies.begin(), kPolicies.end(), *s) != kPolicies.end()) {
           cl.lb_policy = *s;
         } else {
-          error(*p, "unsupported lb_policy '" + *s + "' (supported: round_robin)" +
-                        did_you_mean(*s, {"round_robin"}));
+          error(*policy_value,
+                "unsupported lb_policy '" + *s +
+                    "' (supported: round_robin, least_request, random, ring_hash, maglev)" +
+                    did_you_mean(*s, kPolicies));
         }
       }
+    }
+    const bool hashing = cl.lb_policy == "ring_hash" || cl.lb_policy == "maglev";
+    if (const auto* h = f->get("hash_on")) {
+      load_hash_on(*h, cl.hash_on);
+      if (!hashing && cl.hash_on.kind != HashOn::Kind::None)
+        error(*h,
+              "hash_on needs lb_policy ring_hash or maglev (lb_policy is '" + cl.lb_policy + "')");
+    } else if (hashing) {
+      error(policy_value != nullptr ? *policy_value : item,
+            cl.lb_policy +
+                " needs hash_on: {header: NAME}, {cookie: NAME}, {query: NAME}, client_ip or "
+                "consumer");
     }
     if (const auto* t = f->get("tls")) {
       ClusterTls& tls = cl.tls.emplace();
@@ -435,6 +455,62 @@ void Loader::load_clusters(const Value& v, Config& c) {
       }
     }
     c.clusters.push_back(std::move(cl));
+  }
+}
+
+// `hash_on`: {header: NAME} | {cookie: NAME} | {query: NAME} | client_ip | consumer.
+void Loader::load_hash_on(const Value& v, HashOn& out) {
+  static const std::vector<std::string_view> kScalars = {"client_ip", "consumer"};
+  static const std::vector<std::string> kKeyed = {"header", "cookie", "query"};
+  if (v.node.IsScalar()) {
+    const auto s = string(v);
+    if (!s) return;
+    if (*s == "client_ip") {
+      out.kind = HashOn::Kind::ClientIp;
+    } else if (*s == "consumer") {
+      out.kind = HashOn::Kind::Consumer;
+    } else {
+      error(v, "unknown hash_on '" + *s +
+                   "' (expected client_ip, consumer, {header: NAME}, {cookie: NAME} or "
+                   "{query: NAME})" +
+                   did_you_mean(*s, kScalars));
+    }
+    return;
+  }
+  if (!v.node.IsMap()) {
+    error(v,
+          "expected client_ip, consumer, or one of {header: NAME}, {cookie: NAME}, "
+          "{query: NAME}, got " +
+              describe(v.node));
+    return;
+  }
+  if (v.node.size() != 1) {
+    error(v, "set exactly one of header, cookie, query");
+    return;
+  }
+  const auto f = fields(v, {"header", "cookie", "query"});
+  if (!f) return;
+  for (const auto& key : kKeyed) {
+    const Value* n = f->get(key);
+    if (n == nullptr) continue;
+    auto s = string(*n);
+    if (!s) return;
+    if (s->empty()) {
+      error(*n, "must not be empty");
+      return;
+    }
+    if (key == "header") {
+      if (!is_token(*s)) {
+        error(*n, "'" + *s + "' is not a valid header name");
+        return;
+      }
+      out.kind = HashOn::Kind::Header;
+      std::transform(s->begin(), s->end(), s->begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    } else {
+      out.kind = key == "cookie" ? HashOn::Kind::Cookie : HashOn::Kind::Query;
+    }
+    out.name = std::move(*s);
   }
 }
 

@@ -1,6 +1,8 @@
 #include "proxy/exchange.h"
 
 #include <limits>
+#include <optional>
+#include <string_view>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
@@ -40,6 +42,52 @@ bool idempotent(std::string_view method) noexcept {
          method == "DELETE" || method == "TRACE";
 }
 
+// The value of `name` in a list of `name=value` items separated by `sep` (a Cookie header, a
+// query string), compared as sent (no decoding); none when absent.
+std::optional<std::string_view> find_item(std::string_view list, char sep, std::string_view name) {
+  while (!list.empty()) {
+    const std::size_t end = list.find(sep);
+    std::string_view item = list.substr(0, end);
+    list = end == std::string_view::npos ? std::string_view{} : list.substr(end + 1);
+    while (!item.empty() && item.front() == ' ')
+      item.remove_prefix(1);
+    const std::size_t eq = item.find('=');
+    if (item.substr(0, eq) == name)
+      return eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
+  }
+  return std::nullopt;
+}
+
+// The request's key for a consistent-hash policy (clusters[].hash_on), hashed; none when the
+// request does not carry it (the balancer then picks at random).
+std::optional<std::uint64_t> hash_key(const config::HashOn& on, const RequestState& x) {
+  using Kind = config::HashOn::Kind;
+  switch (on.kind) {
+    case Kind::None:
+      return std::nullopt;
+    case Kind::Header:
+      if (const std::string* v = x.req.headers.get(on.name)) return upstream::hash_bytes(*v);
+      return std::nullopt;
+    case Kind::Cookie:
+      for (const auto& e : x.req.headers.entries()) {
+        if (!http::iequals(e.name, "cookie")) continue;
+        if (auto v = find_item(e.value, ';', on.name)) return upstream::hash_bytes(*v);
+      }
+      return std::nullopt;
+    case Kind::Query:
+      if (auto v = find_item(x.req.query, '&', on.name)) return upstream::hash_bytes(*v);
+      return std::nullopt;
+    case Kind::ClientIp:
+      return upstream::hash_bytes(x.filters ? std::string_view(x.filters->ctx.client_ip)
+                                            : std::string_view(x.s.connection().client_address));
+    case Kind::Consumer:
+      if (x.filters && !x.filters->ctx.consumer.empty())
+        return upstream::hash_bytes(x.filters->ctx.consumer);
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
@@ -62,6 +110,7 @@ Exchange::Exchange(RequestState& x, const router::Route& route, upstream::Cluste
 }
 
 Exchange::~Exchange() {
+  if (ep_ != nullptr) pool_.request_ended(*ep_);
   x_.exchange = nullptr;
   x_.ctx.buffers().put(std::move(buf_));
 }
@@ -167,7 +216,9 @@ bool Exchange::begin_attempt(bool first_attempt) {
       return false;
     }
   }
-  ep_ = &pool_.pick();
+  if (ep_ != nullptr) pool_.request_ended(*ep_);  // a retry
+  ep_ = &pool_.pick(hash_key(pool_.config().hash_on, x_));
+  pool_.request_started(*ep_);
   x_.upstream = ep_->label;
   up_start_ = Clock::now();
   // A request that must not run twice gets a pooled connection only if it still looks alive.

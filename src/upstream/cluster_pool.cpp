@@ -63,26 +63,23 @@ ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor e
         st.tls_name = host;
       }
     }
-    if (!endpoints_.empty() && st.weight != endpoints_.front().weight) equal_weights_ = false;
+    st.index = endpoints_.size();
     endpoints_.push_back(std::move(st));
   }
+  active_.assign(endpoints_.size(), 0);
+  std::vector<HostInfo> hosts;
+  hosts.reserve(endpoints_.size());
+  for (const auto& ep : endpoints_)
+    hosts.push_back({ep.label, static_cast<std::uint32_t>(ep.weight)});
+  // Each worker draws from its own sequence.
+  const auto seed =
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+      reinterpret_cast<std::uintptr_t>(this);
+  lb_ = LoadBalancer::make(cluster.lb_policy, std::move(hosts), seed);
 }
 
-EndpointState& ClusterPool::pick() noexcept {
-  if (equal_weights_ || endpoints_.size() == 1) {
-    EndpointState& ep = endpoints_[rr_];
-    if (++rr_ == endpoints_.size()) rr_ = 0;
-    return ep;
-  }
-  std::int64_t total = 0;
-  EndpointState* best = nullptr;
-  for (auto& ep : endpoints_) {
-    ep.current += ep.weight;
-    total += ep.weight;
-    if (!best || ep.current > best->current) best = &ep;
-  }
-  best->current -= total;
-  return *best;
+EndpointState& ClusterPool::pick(std::optional<std::uint64_t> hash_key) noexcept {
+  return endpoints_[lb_->pick(active_, hash_key)];
 }
 
 ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool probe) {

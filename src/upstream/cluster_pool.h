@@ -1,12 +1,13 @@
-// Per-worker view of the upstream clusters: endpoint choice (smooth weighted round robin),
-// connection set-up (upstream/connector.h) and keep-alive connection pools (bounded idle list
-// per endpoint, idle timeout). Nothing here is
+// Per-worker view of the upstream clusters: endpoint choice (the cluster's lb_policy,
+// upstream/load_balancer.h), active requests per endpoint, connection set-up (upstream/connector.h)
+// and keep-alive connection pools (bounded idle list per endpoint, idle timeout). Nothing here is
 // shared with other workers, so nothing is locked. Owning worker thread only.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 
 #include "turnpike/config/config.h"
 #include "turnpike/http/client_stream.h"
+#include "upstream/load_balancer.h"
 
 namespace turnpike::http1 {
 class ClientConnection;
@@ -33,7 +35,7 @@ struct EndpointState {
   std::string label;     // "127.0.0.1:9001" for logs
   std::string tls_name;  // with TLS: the name sent as SNI and verified
   std::int64_t weight = 1;
-  std::int64_t current = 0;  // smooth weighted round robin state
+  std::size_t index = 0;  // in the cluster's endpoint list (and the balancer's hosts)
   std::vector<std::shared_ptr<http1::ClientConnection>> idle;
   std::vector<std::shared_ptr<http2::ClientConnection>> h2;  // multiplexed (protocol h2/h2c)
 };
@@ -51,9 +53,15 @@ class ClusterPool {
     config_ = &same_definition;
     tls_ = std::move(tls);
   }
-  /// Next endpoint by smooth weighted round robin (nginx's algorithm; plain rotation when all
-  /// weights are equal).
-  EndpointState& pick() noexcept;
+  /// The endpoint for a request, by the cluster's lb_policy. `hash_key`: the request's
+  /// hash_on key, hashed (ring_hash, maglev); none: the policy's fallback (random).
+  EndpointState& pick(std::optional<std::uint64_t> hash_key = std::nullopt) noexcept;
+  /// A request is in flight on `ep` (least_request counts these), and no longer.
+  void request_started(EndpointState& ep) noexcept { ++active_[ep.index]; }
+  void request_ended(EndpointState& ep) noexcept {
+    if (active_[ep.index] > 0) --active_[ep.index];
+  }
+  std::uint32_t active(const EndpointState& ep) const noexcept { return active_[ep.index]; }
   /// An exchange with `ep`. HTTP/1.1: a pooled connection that still looks alive, or a fresh
   /// one (connected). HTTP/2: a new stream on an open connection with room for it, or on a new
   /// connection (which may still be connecting). `reused` tells the caller whether a failure
@@ -87,9 +95,9 @@ class ClusterPool {
   boost::asio::any_io_executor ex_;
   std::shared_ptr<tls::ClientContext> tls_;
   std::vector<EndpointState> endpoints_;
-  std::size_t rr_ = 0;
+  std::vector<std::uint32_t> active_;  // requests in flight per endpoint (this worker's)
+  std::unique_ptr<LoadBalancer> lb_;
   std::chrono::steady_clock::time_point last_probe_{};
-  bool equal_weights_ = true;
   bool h2_ = false;
 };
 

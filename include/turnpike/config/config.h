@@ -203,6 +203,14 @@ struct ClusterHttp2 {
   std::uint32_t connection_window_size = 16 * 1024 * 1024;  // 64KiB..1GiB
 };
 
+/// `clusters[].hash_on`: what a consistent-hash policy (ring_hash, maglev) hashes. A request
+/// without the key (no such header, cookie or parameter; no consumer) is balanced at random.
+struct HashOn {
+  enum class Kind { None, Header, Cookie, Query, ClientIp, Consumer };
+  Kind kind = Kind::None;
+  std::string name;  // the header (lower-cased), cookie or query parameter name
+};
+
 /// `clusters[]`. Timeouts: > 0 and at most 24h.
 struct Cluster {
   std::string name;                 // required, unique
@@ -210,8 +218,12 @@ struct Cluster {
   Duration connect_timeout{1'000};
   // 0..10000 pooled keep-alive connections per endpoint per worker; 0 disables pooling.
   std::uint32_t max_idle_per_endpoint = 1024;
-  Duration idle_timeout{60'000};          // pooled connection closed after this long unused
-  std::string lb_policy = "round_robin";  // the only policy so far
+  Duration idle_timeout{60'000};  // pooled connection closed after this long unused
+  /// `lb_policy`: round_robin (smooth weighted), least_request (power of two choices over
+  /// active requests, weighted), random (weighted), ring_hash or maglev (consistent hashing on
+  /// `hash_on`).
+  std::string lb_policy = "round_robin";
+  HashOn hash_on;  // required by ring_hash and maglev, refused by the others
   std::optional<ClusterTls> tls;
   /// `protocol`: http1 (default), h2 (HTTP/2 over TLS, ALPN h2; needs `tls`) or h2c (cleartext
   /// HTTP/2 with prior knowledge). HTTP/2 connections are multiplexed: a new one is opened when

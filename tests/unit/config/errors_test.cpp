@@ -122,7 +122,8 @@ drain_timeout: 1d
           "got '2MiB'",
           "t.yaml:9:16: clusters[0].endpoints: a cluster needs at least one endpoint",
           "t.yaml:10:16: clusters[0].lb_policy: unsupported lb_policy 'round_robbin' "
-          "(supported: round_robin) (did you mean 'round_robin'?)",
+          "(supported: round_robin, least_request, random, ring_hash, maglev) (did you mean "
+          "'round_robin'?)",
           "t.yaml:12:26: routes[0].match.path_prefix: must start with '/'",
           "t.yaml:12:43: routes[0].match.path_regex: conflicts with 'path_prefix': set only "
           "one of path, path_prefix, path_regex",
@@ -308,6 +309,25 @@ clusters:
        "-1",
        "t.yaml:6:5: clusters[1]: missing required key 'endpoints' (a cluster needs at "
        "least one endpoint)"});
+}
+
+TEST(Errors, HashOn) {
+  expect_errors(
+      R"(listeners: [{listen: "127.0.0.1:1"}]
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:9"], lb_policy: maglev, hash_on: clientip}  
+  - {name: b, endpoints: ["127.0.0.1:9"], lb_policy: maglev, hash_on: {header: a, cookie: b}}
+  - {name: c, endpoints: ["127.0.0.1:9"], lb_policy: maglev, hash_on: {header: ""}}
+  - {name: d, endpoints: ["127.0.0.1:9"], lb_policy: maglev, hash_on: {header: "x y"}}
+  - {name: e, endpoints: ["127.0.0.1:9"], lb_policy: random, hash_on: client_ip}
+)",
+      {"t.yaml:3:71: clusters[0].hash_on: unknown hash_on 'clientip' (expected client_ip, "
+       "consumer, {header: NAME}, {cookie: NAME} or {query: NAME}) (did you mean 'client_ip'?)",
+       "t.yaml:4:71: clusters[1].hash_on: set exactly one of header, cookie, query",
+       "t.yaml:5:80: clusters[2].hash_on.header: must not be empty",
+       "t.yaml:6:80: clusters[3].hash_on.header: 'x y' is not a valid header name",
+       "t.yaml:7:71: clusters[4].hash_on: hash_on needs lb_policy ring_hash or maglev "
+       "(lb_policy is 'random')"});
 }
 
 TEST(Errors, RespondHeaders) {

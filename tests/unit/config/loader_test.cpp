@@ -253,6 +253,34 @@ drain_timeout: 0
   EXPECT_EQ(c.drain_timeout, milliseconds(0));
 }
 
+TEST(Load, LoadBalancingPoliciesAndHashKeys) {
+  const Config c = expect_valid(R"(listeners:
+  - listen: 127.0.0.1:1
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:9001"], lb_policy: least_request}
+  - {name: b, endpoints: ["127.0.0.1:9001"], lb_policy: random}
+  - {name: c, endpoints: ["127.0.0.1:9001"], lb_policy: ring_hash, hash_on: {header: X-User}}
+  - {name: d, endpoints: ["127.0.0.1:9001"], lb_policy: maglev, hash_on: {cookie: sid}}
+  - {name: e, endpoints: ["127.0.0.1:9001"], lb_policy: maglev, hash_on: {query: tenant}}
+  - {name: f, endpoints: ["127.0.0.1:9001"], lb_policy: ring_hash, hash_on: client_ip}
+  - {name: g, endpoints: ["127.0.0.1:9001"], lb_policy: ring_hash, hash_on: consumer}
+routes:
+  - backend: a
+)");
+  using Kind = HashOn::Kind;
+  EXPECT_EQ(c.clusters[0].lb_policy, "least_request");
+  EXPECT_EQ(c.clusters[0].hash_on.kind, Kind::None);
+  EXPECT_EQ(c.clusters[1].lb_policy, "random");
+  EXPECT_EQ(c.clusters[2].hash_on.kind, Kind::Header);
+  EXPECT_EQ(c.clusters[2].hash_on.name, "x-user");  // header names are lower-cased
+  EXPECT_EQ(c.clusters[3].hash_on.kind, Kind::Cookie);
+  EXPECT_EQ(c.clusters[3].hash_on.name, "sid");
+  EXPECT_EQ(c.clusters[4].hash_on.kind, Kind::Query);
+  EXPECT_EQ(c.clusters[4].hash_on.name, "tenant");
+  EXPECT_EQ(c.clusters[5].hash_on.kind, Kind::ClientIp);
+  EXPECT_EQ(c.clusters[6].hash_on.kind, Kind::Consumer);
+}
+
 TEST(Load, DigestIsSha256OfText) {
   const Config c = expect_valid(testing::kPreamble);
   EXPECT_EQ(c.digest.size(), 64U);
