@@ -148,6 +148,18 @@ nlohmann::json to_json(const Config& config) {
         entry["hash_on"] = "consumer";
         break;
     }
+    if (c.outlier_detection.enabled) {
+      const auto& od = c.outlier_detection;
+      entry["outlier_detection"] = {
+          {"consecutive_5xx", od.consecutive_5xx},
+          {"consecutive_gateway_failures", od.consecutive_gateway_failures},
+          {"base_ejection_time", format_duration(od.base_ejection_time)},
+          {"max_ejection_time", format_duration(od.max_ejection_time)},
+          {"max_ejection_percent", od.max_ejection_percent}};
+    } else {
+      entry["outlier_detection"] = "off";
+    }
+    entry["panic_threshold"] = c.panic_threshold;
     entry["protocol"] = c.protocol;
     entry["http2"] = {{"max_concurrent_streams", c.http2.max_concurrent_streams},
                       {"initial_window_size", c.http2.initial_window_size},

@@ -52,6 +52,7 @@ class Loader : public ValueReader {
   void load_clusters(const Value& v, Config& c);
   std::optional<Endpoint> load_endpoint(const Value& v);
   void load_hash_on(const Value& v, HashOn& out);
+  void load_outlier_detection(const Value& v, OutlierDetection& out);
   void load_routes(const Value& v, Config& c);
   void load_route(const Value& v, std::size_t index, Route& r);
   void load_match(const Value& v, RouteMatch& m);
@@ -360,9 +361,9 @@ void Loader::load_clusters(const Value& v, Config& c) {
   for (const Value& item : *items) {
     Cluster cl;
     cl.loc = item.loc;
-    const auto f =
-        fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
-                      "idle_timeout", "lb_policy", "hash_on", "tls", "protocol", "http2"});
+    const auto f = fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
+                                 "idle_timeout", "lb_policy", "hash_on", "outlier_detection",
+                                 "panic_threshold", "tls", "protocol", "http2"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) cl.name = std::move(*s);
@@ -409,6 +410,9 @@ void Loader::load_clusters(const Value& v, Config& c) {
                 " needs hash_on: {header: NAME}, {cookie: NAME}, {query: NAME}, client_ip or "
                 "consumer");
     }
+    if (const auto* o = f->get("outlier_detection"))
+      load_outlier_detection(*o, cl.outlier_detection);
+    set_int(*f, "panic_threshold", cl.panic_threshold, 0, 100);
     if (const auto* t = f->get("tls")) {
       ClusterTls& tls = cl.tls.emplace();
       if (const auto tf = fields(*t, {"ca", "server_name", "cert", "key", "verify"})) {
@@ -455,6 +459,26 @@ void Loader::load_clusters(const Value& v, Config& c) {
       }
     }
     c.clusters.push_back(std::move(cl));
+  }
+}
+
+// `outlier_detection`: off, or a map of its settings.
+void Loader::load_outlier_detection(const Value& v, OutlierDetection& out) {
+  if (v.node.IsScalar() && (v.node.Scalar() == "off" || v.node.Scalar() == "false")) {
+    out.enabled = false;
+    return;
+  }
+  const auto f = fields(v, {"consecutive_5xx", "consecutive_gateway_failures", "base_ejection_time",
+                            "max_ejection_time", "max_ejection_percent"});
+  if (!f) return;
+  set_int(*f, "consecutive_5xx", out.consecutive_5xx, 0, 1000);
+  set_int(*f, "consecutive_gateway_failures", out.consecutive_gateway_failures, 0, 1000);
+  set_duration(*f, "base_ejection_time", out.base_ejection_time);
+  set_duration(*f, "max_ejection_time", out.max_ejection_time);
+  set_int(*f, "max_ejection_percent", out.max_ejection_percent, 0, 100);
+  if (out.max_ejection_time < out.base_ejection_time) {
+    const Value* where = f->get("max_ejection_time");
+    error(where != nullptr ? *where : v, "must be at least base_ejection_time");
   }
 }
 

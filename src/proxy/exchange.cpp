@@ -161,7 +161,11 @@ asio::awaitable<void> Exchange::run() {
   error_code ec;
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (!begin_attempt(attempt == 0)) break;
-    if (!conn_) ec = co_await connect();
+    bool connect_failed = false;
+    if (!conn_) {
+      ec = co_await connect();
+      connect_failed = static_cast<bool>(ec);
+    }
     const std::span<const char> first(buf_.get(), first_.bytes);
     const http::HeaderMap* trailers = first_.last ? x_.s.request_trailers() : nullptr;
     if (!ec)
@@ -171,10 +175,21 @@ asio::awaitable<void> Exchange::run() {
     if (!ec) start_upload();
     const bool head_request = x_.req.method == "HEAD";
     if (!ec) ec = co_await conn_->read_response_head(resp_, head_request, op_timeout(rc_.timeout));
-    if (!ec || failure_.status != 0 || attempt == 1 || !retryable(ec)) break;
-    conn_->close();  // a stale pooled connection: once more on a fresh one
-    conn_.reset();
+    if (ec && failure_.status == 0) report_failure(ec, connect_failed);
+    if (!ec || failure_.status != 0 || attempt == 1) break;
+    // Nothing was sent (the connect failed), or a stale pooled connection took a request that
+    // may run twice: once more, on another endpoint when there is one.
+    if (!connect_failed && !retryable(ec)) break;
+    if (conn_) {
+      conn_->close();
+      conn_.reset();
+    }
+    ec = {};
   }
+  if (!ec && failure_.status == 0)
+    pool_.report(*ep_,
+                 resp_.status >= 500 ? upstream::Outcome::Status5xx : upstream::Outcome::Success,
+                 "status 5xx from the backend");
   if (ec)
     fail_upstream(ec);
   else if (failure_.status == 0)
@@ -184,6 +199,17 @@ asio::awaitable<void> Exchange::run() {
   if (children_) co_await children_->join();
   release();
   if (failure_.status != 0) co_await answer_failure();
+}
+
+// Outlier detection's view of a failed attempt: a connect failure, a timeout, or a reset on a
+// fresh connection counts against the endpoint; a pooled connection the backend had closed
+// while idle (the usual keep-alive race) does not.
+void Exchange::report_failure(const error_code& ec, bool connect_failed) noexcept {
+  if (!connect_failed && ec != asio::error::timed_out && reused_) return;
+  const char* what = connect_failed                 ? "connect failed"
+                     : ec == asio::error::timed_out ? "timed out"
+                                                    : "connection failed";
+  pool_.report(*ep_, upstream::Outcome::GatewayFailure, what);
 }
 
 void Exchange::fail_upstream(const error_code& ec) noexcept {
@@ -216,11 +242,12 @@ bool Exchange::begin_attempt(bool first_attempt) {
       return false;
     }
   }
-  if (ep_ != nullptr) pool_.request_ended(*ep_);  // a retry
-  ep_ = &pool_.pick(hash_key(pool_.config().hash_on, x_));
+  const upstream::EndpointState* previous = ep_;  // a retry's: another endpoint, if one is usable
+  if (ep_ != nullptr) pool_.request_ended(*ep_);
+  up_start_ = Clock::now();
+  ep_ = &pool_.pick(hash_key(pool_.config().hash_on, x_), previous, up_start_);
   pool_.request_started(*ep_);
   x_.upstream = ep_->label;
-  up_start_ = Clock::now();
   // A request that must not run twice gets a pooled connection only if it still looks alive.
   auto lease = pool_.take(*ep_, first_attempt, !idempotent(x_.req.method));
   conn_ = std::move(lease.conn);

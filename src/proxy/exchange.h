@@ -59,6 +59,7 @@ class Exchange {
   boost::asio::awaitable<boost::system::error_code> connect();
   void start_upload();
   void fail_upstream(const boost::system::error_code& ec) noexcept;
+  void report_failure(const boost::system::error_code& ec, bool connect_failed) noexcept;
   boost::asio::awaitable<void> respond();
   boost::asio::awaitable<void> upgrade();
   void stop() noexcept;

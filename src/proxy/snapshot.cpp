@@ -48,6 +48,8 @@ Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
     }
   }
   cluster_tls.resize(config.clusters.size());
+  for (const auto& c : config.clusters)
+    cluster_hosts.push_back(upstream::hosts_for(c));
   for (std::size_t i = 0; i < config.clusters.size(); ++i) {
     const auto& c = config.clusters[i];
     if (!c.tls) continue;

@@ -12,6 +12,7 @@
 #include "turnpike/config/config.h"
 #include "turnpike/filters/filter.h"
 #include "turnpike/router/route_table.h"
+#include "upstream/host_state.h"
 
 namespace turnpike::tls {
 class ServerContext;
@@ -40,6 +41,9 @@ struct Snapshot {
   std::vector<std::shared_ptr<tls::ServerContext>> listener_tls;
   /// TLS to the backends per cluster, indexed like config.clusters (null: cleartext).
   std::vector<std::shared_ptr<tls::ClientContext>> cluster_tls;
+  /// The endpoints' process-wide state per cluster (passive health), indexed like
+  /// config.clusters; the same objects in every snapshot that keeps the cluster's endpoint.
+  std::vector<upstream::ClusterHosts> cluster_hosts;
   const std::uint64_t generation;
   const std::chrono::system_clock::time_point loaded_at;
 };

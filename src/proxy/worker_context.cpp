@@ -79,9 +79,9 @@ void WorkerContext::set_snapshot(SnapshotPtr snap) {
     if (it != pools_.end()) {
       pool = std::move(it->second);
       pools_.erase(it);
-      pool->rebind(c, tls);
+      pool->rebind(c, tls, ws->shared->cluster_hosts[i]);
     } else {
-      pool = std::make_unique<upstream::ClusterPool>(c, ex_, tls);
+      pool = std::make_unique<upstream::ClusterPool>(c, ex_, tls, ws->shared->cluster_hosts[i]);
     }
     ws->pools.push_back(pool.get());
     next.emplace(std::move(key), std::move(pool));

@@ -3,6 +3,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/address.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include "http1/client_connection.h"
 #include "http2/client_connection.h"
 #include "support/spawn.h"
@@ -41,10 +43,11 @@ asio::awaitable<void> connect_h2(std::shared_ptr<http2::ClientConnection> conn,
 }  // namespace
 
 ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor ex,
-                         std::shared_ptr<tls::ClientContext> tls)
+                         std::shared_ptr<tls::ClientContext> tls, ClusterHosts hosts)
     : config_(&cluster),
       ex_(std::move(ex)),
       tls_(std::move(tls)),
+      hosts_(std::move(hosts)),
       h2_(cluster.protocol != "http1") {
   endpoints_.reserve(cluster.endpoints.size());
   for (const auto& e : cluster.endpoints) {
@@ -67,19 +70,79 @@ ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor e
     endpoints_.push_back(std::move(st));
   }
   active_.assign(endpoints_.size(), 0);
-  std::vector<HostInfo> hosts;
-  hosts.reserve(endpoints_.size());
+  if (hosts_.hosts.size() != endpoints_.size() || !hosts_.health) {  // private state
+    hosts_.hosts.clear();
+    hosts_.health = std::make_shared<ClusterHealth>();
+    for (const auto& ep : endpoints_) {
+      auto h = std::make_shared<HostState>();
+      h->cluster = cluster.name;
+      h->label = ep.label;
+      hosts_.hosts.push_back(std::move(h));
+    }
+  }
+  std::vector<HostInfo> infos;
+  infos.reserve(endpoints_.size());
   for (const auto& ep : endpoints_)
-    hosts.push_back({ep.label, static_cast<std::uint32_t>(ep.weight)});
+    infos.push_back({ep.label, static_cast<std::uint32_t>(ep.weight)});
   // Each worker draws from its own sequence.
   const auto seed =
       static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
       reinterpret_cast<std::uintptr_t>(this);
-  lb_ = LoadBalancer::make(cluster.lb_policy, std::move(hosts), seed);
+  lb_ = LoadBalancer::make(cluster.lb_policy, std::move(infos), seed);
 }
 
-EndpointState& ClusterPool::pick(std::optional<std::uint64_t> hash_key) noexcept {
-  return endpoints_[lb_->pick(active_, hash_key)];
+void ClusterPool::rebind(const config::Cluster& same_definition,
+                         std::shared_ptr<tls::ClientContext> tls, ClusterHosts hosts) noexcept {
+  config_ = &same_definition;
+  tls_ = std::move(tls);
+  if (hosts.hosts.size() == endpoints_.size()) {
+    hosts_ = std::move(hosts);
+    seen_version_ = ~std::uint64_t{0};  // look again
+  }
+}
+
+void ClusterPool::refresh(std::chrono::steady_clock::time_point now) noexcept {
+  const auto version = hosts_.health->version.load(std::memory_order_relaxed);
+  if (version == seen_version_ && now < next_return_) return;
+  seen_version_ = version;
+  next_return_ = std::chrono::steady_clock::time_point::max();
+  usable_.assign(endpoints_.size(), 1);
+  std::size_t usable = endpoints_.size();
+  for (std::size_t i = 0; i < hosts_.hosts.size(); ++i) {
+    HostState& h = *hosts_.hosts[i];
+    if (!is_ejected(h, *hosts_.health, now)) continue;
+    usable_[i] = 0;
+    --usable;
+    next_return_ = std::min(next_return_, ejected_until(h));
+  }
+  // Below panic_threshold, balance over every endpoint rather than overload the few left.
+  const bool panic = usable * 100 < config_->panic_threshold * endpoints_.size();
+  all_usable_ = usable == endpoints_.size() || panic;
+  if (panic != hosts_.health->panicking.load(std::memory_order_relaxed) &&
+      hosts_.health->panicking.exchange(panic, std::memory_order_relaxed) != panic) {
+    if (panic)
+      spdlog::warn(
+          "cluster '{}': only {} of {} endpoints usable, below panic_threshold {}%: balancing "
+          "over all of them",
+          config_->name, usable, endpoints_.size(), config_->panic_threshold);
+    else
+      spdlog::info("cluster '{}': {} of {} endpoints usable, panic over", config_->name, usable,
+                   endpoints_.size());
+  }
+}
+
+EndpointState& ClusterPool::pick(std::optional<std::uint64_t> hash_key, const EndpointState* avoid,
+                                 std::chrono::steady_clock::time_point now) noexcept {
+  refresh(now);
+  Usable usable;
+  if (!all_usable_) usable.mask = usable_;
+  if (avoid != nullptr) usable.avoid = avoid->index;
+  return endpoints_[lb_->pick(active_, hash_key, usable)];
+}
+
+void ClusterPool::report_slow(const EndpointState& ep, Outcome outcome,
+                              std::string_view why) noexcept {
+  upstream::report(*config_, hosts_, ep.index, outcome, why);
 }
 
 ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool probe) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -16,6 +17,7 @@
 
 #include "turnpike/config/config.h"
 #include "turnpike/http/client_stream.h"
+#include "upstream/host_state.h"
 #include "upstream/load_balancer.h"
 
 namespace turnpike::http1 {
@@ -42,20 +44,31 @@ struct EndpointState {
 
 class ClusterPool {
  public:
-  /// `tls`: the cluster's TLS client context (null: cleartext).
+  /// `tls`: the cluster's TLS client context (null: cleartext). `hosts`: the endpoints'
+  /// process-wide state (upstream/host_state.h), index-aligned with cluster.endpoints; none:
+  /// private state (tests, admin probes).
   ClusterPool(const config::Cluster& cluster, boost::asio::any_io_executor ex,
-              std::shared_ptr<tls::ClientContext> tls = nullptr);
+              std::shared_ptr<tls::ClientContext> tls = nullptr, ClusterHosts hosts = {});
 
   const config::Cluster& config() const noexcept { return *config_; }
   /// Points the pool at an identical definition in a newer snapshot (the old one may be freed).
-  void rebind(const config::Cluster& same_definition,
-              std::shared_ptr<tls::ClientContext> tls) noexcept {
-    config_ = &same_definition;
-    tls_ = std::move(tls);
+  void rebind(const config::Cluster& same_definition, std::shared_ptr<tls::ClientContext> tls,
+              ClusterHosts hosts) noexcept;
+  /// The endpoint for a request, by the cluster's lb_policy, among those not ejected (all of
+  /// them below panic_threshold). `hash_key`: the request's hash_on key, hashed (ring_hash,
+  /// maglev); none: the policy's fallback (random). `avoid`: a retry's previous endpoint, not
+  /// chosen again when another is usable.
+  EndpointState& pick(
+      std::optional<std::uint64_t> hash_key = std::nullopt, const EndpointState* avoid = nullptr,
+      std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now()) noexcept;
+  /// What the request to `ep` came to (outlier detection). A success on an endpoint with
+  /// nothing to reset costs one relaxed load.
+  void report(const EndpointState& ep, Outcome outcome, std::string_view why) noexcept {
+    if (outcome == Outcome::Success &&
+        !hosts_.hosts[ep.index]->dirty.load(std::memory_order_relaxed))
+      return;
+    report_slow(ep, outcome, why);
   }
-  /// The endpoint for a request, by the cluster's lb_policy. `hash_key`: the request's
-  /// hash_on key, hashed (ring_hash, maglev); none: the policy's fallback (random).
-  EndpointState& pick(std::optional<std::uint64_t> hash_key = std::nullopt) noexcept;
   /// A request is in flight on `ep` (least_request counts these), and no longer.
   void request_started(EndpointState& ep) noexcept { ++active_[ep.index]; }
   void request_ended(EndpointState& ep) noexcept {
@@ -97,6 +110,15 @@ class ClusterPool {
   std::vector<EndpointState> endpoints_;
   std::vector<std::uint32_t> active_;  // requests in flight per endpoint (this worker's)
   std::unique_ptr<LoadBalancer> lb_;
+  // Which endpoints are usable, as this worker last saw the shared state: rebuilt when the
+  // cluster's health version moves or the earliest ejection ends.
+  void refresh(std::chrono::steady_clock::time_point now) noexcept;
+  void report_slow(const EndpointState& ep, Outcome outcome, std::string_view why) noexcept;
+  ClusterHosts hosts_;
+  std::vector<std::uint8_t> usable_;
+  std::uint64_t seen_version_ = ~std::uint64_t{0};
+  std::chrono::steady_clock::time_point next_return_ = std::chrono::steady_clock::time_point::max();
+  bool all_usable_ = true;
   std::chrono::steady_clock::time_point last_probe_{};
   bool h2_ = false;
 };

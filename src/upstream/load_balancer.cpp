@@ -62,6 +62,24 @@ class WeightedDraw {
     return static_cast<std::size_t>(std::upper_bound(prefix_.begin(), prefix_.end(), r) -
                                     prefix_.begin());
   }
+  /// A draw among the hosts `usable` allows: redrawn a few times, then the first allowed host
+  /// after a random start; any host when none is allowed.
+  std::size_t draw(Random& rng, const Usable& usable) const noexcept {
+    std::size_t i = draw(rng);
+    if (usable.all()) return i;
+    for (int tries = 0; tries < 8 && !usable.allows(i); ++tries)
+      i = draw(rng);
+    if (usable.allows(i)) return i;
+    return first_allowed(static_cast<std::size_t>(rng.below(n_)), usable, i);
+  }
+  std::size_t first_allowed(std::size_t start, const Usable& usable,
+                            std::size_t otherwise) const noexcept {
+    for (std::size_t k = 0; k < n_; ++k) {
+      const std::size_t j = (start + k) % n_;
+      if (usable.allows(j)) return j;
+    }
+    return otherwise;
+  }
 
  private:
   std::vector<std::uint64_t> prefix_;  // empty: equal weights
@@ -78,19 +96,31 @@ class RoundRobin final : public LoadBalancer {
     }
     current_.assign(hosts.size(), 0);
   }
-  std::size_t pick(std::span<const std::uint32_t>, std::optional<std::uint64_t>) noexcept override {
+  std::size_t pick(std::span<const std::uint32_t>, std::optional<std::uint64_t>,
+                   const Usable& usable) noexcept override {
     const std::size_t n = weight_.size();
-    if (equal_ || n == 1) {
-      const std::size_t i = next_;
+    if (n == 1) return 0;
+    if (equal_) {
+      for (std::size_t k = 0; k < n; ++k) {
+        const std::size_t i = next_;
+        if (++next_ == n) next_ = 0;
+        if (usable.allows(i)) return i;
+      }
+      const std::size_t i = next_;  // none allowed: as if all were
       if (++next_ == n) next_ = 0;
       return i;
     }
+    // Smooth weighted over the allowed hosts (all of them when none is).
+    bool any = usable.all();
+    for (std::size_t i = 0; i < n && !any; ++i)
+      any = usable.allows(i);
     std::int64_t total = 0;
-    std::size_t best = 0;
+    std::size_t best = n;
     for (std::size_t i = 0; i < n; ++i) {
+      if (any && !usable.allows(i)) continue;
       current_[i] += weight_[i];
       total += weight_[i];
-      if (current_[i] > current_[best]) best = i;
+      if (best == n || current_[i] > current_[best]) best = i;
     }
     current_[best] -= total;
     return best;
@@ -106,8 +136,9 @@ class RoundRobin final : public LoadBalancer {
 class RandomPolicy final : public LoadBalancer {
  public:
   RandomPolicy(const std::vector<HostInfo>& hosts, std::uint64_t seed) : draw_(hosts), rng_(seed) {}
-  std::size_t pick(std::span<const std::uint32_t>, std::optional<std::uint64_t>) noexcept override {
-    return draw_.draw(rng_);
+  std::size_t pick(std::span<const std::uint32_t>, std::optional<std::uint64_t>,
+                   const Usable& usable) noexcept override {
+    return draw_.draw(rng_, usable);
   }
 
  private:
@@ -121,15 +152,22 @@ class LeastRequest final : public LoadBalancer {
     for (const auto& h : hosts)
       weight_.push_back(h.weight);
   }
-  std::size_t pick(std::span<const std::uint32_t> active,
-                   std::optional<std::uint64_t>) noexcept override {
+  std::size_t pick(std::span<const std::uint32_t> active, std::optional<std::uint64_t>,
+                   const Usable& usable) noexcept override {
     const std::size_t n = weight_.size();
     if (n == 1) return 0;
-    const std::size_t a = draw_.draw(rng_);
-    std::size_t b = draw_.draw(rng_);
+    const std::size_t a = draw_.draw(rng_, usable);
+    std::size_t b = draw_.draw(rng_, usable);
     for (int tries = 0; b == a && tries < 4; ++tries)
-      b = draw_.draw(rng_);
-    if (b == a) b = (a + 1 + rng_.below(n - 1)) % n;
+      b = draw_.draw(rng_, usable);
+    if (b == a) {  // the draws agree (skewed weights): the contest is with any other host
+      const auto start = static_cast<std::size_t>(rng_.below(n));
+      for (std::size_t k = 0; k < n && b == a; ++k) {
+        const std::size_t j = (start + k) % n;
+        if (j != a && usable.allows(j)) b = j;
+      }
+      if (b == a) return a;  // the only host allowed
+    }
     // Fewer active requests per unit of weight: (active_a + 1) / w_a vs (active_b + 1) / w_b.
     const std::uint64_t la = (std::uint64_t{active[a]} + 1) * weight_[b];
     const std::uint64_t lb = (std::uint64_t{active[b]} + 1) * weight_[a];
@@ -168,13 +206,19 @@ class RingHash final : public LoadBalancer {
       return x.hash != y.hash ? x.hash < y.hash : x.host < y.host;
     });
   }
-  std::size_t pick(std::span<const std::uint32_t>,
-                   std::optional<std::uint64_t> key) noexcept override {
-    if (!key) return fallback_.draw(rng_);
+  std::size_t pick(std::span<const std::uint32_t>, std::optional<std::uint64_t> key,
+                   const Usable& usable) noexcept override {
+    if (!key) return fallback_.draw(rng_, usable);
     auto it = std::lower_bound(ring_.begin(), ring_.end(), *key,
                                [](const Point& p, std::uint64_t k) { return p.hash < k; });
-    if (it == ring_.end()) it = ring_.begin();
-    return it->host;
+    std::size_t i = static_cast<std::size_t>(it - ring_.begin()) % ring_.size();
+    const std::size_t first = ring_[i].host;
+    if (usable.all()) return first;
+    for (std::size_t k = 0; k < ring_.size(); ++k) {  // on to the next allowed host's point
+      const std::size_t host = ring_[(i + k) % ring_.size()].host;
+      if (usable.allows(host)) return host;
+    }
+    return first;
   }
 
  private:
@@ -226,10 +270,17 @@ class Maglev final : public LoadBalancer {
       }
     }
   }
-  std::size_t pick(std::span<const std::uint32_t>,
-                   std::optional<std::uint64_t> key) noexcept override {
-    if (!key) return fallback_.draw(rng_);
-    return table_[*key % kTableSize];
+  std::size_t pick(std::span<const std::uint32_t>, std::optional<std::uint64_t> key,
+                   const Usable& usable) noexcept override {
+    if (!key) return fallback_.draw(rng_, usable);
+    const std::uint64_t slot = *key % kTableSize;
+    const std::size_t first = table_[slot];
+    if (usable.all() || usable.allows(first)) return first;
+    for (std::uint64_t k = 1; k < kTableSize; ++k) {  // the next entries, spread like the table
+      const std::size_t host = table_[(slot + k) % kTableSize];
+      if (usable.allows(host)) return host;
+    }
+    return first;
   }
 
  private:

@@ -14,7 +14,10 @@
 // - maglev: a 65537-entry lookup table filled by each host's permutation in turn, weighted
 //   (Eisenbud et al., NSDI 2016; Envoy's weighted variant): the same property, a flatter spread
 //   and an O(1) lookup.
-// A hashing policy given no key (the request lacks it) picks at random.
+// A hashing policy given no key (the request lacks it) picks at random. Hosts the pick may
+// not return (ejected; a retry's previous one) are passed over: the rotation skips them, a draw
+// is redrawn, a hash walks on to the next point or table entry, so the keys of the hosts left
+// stay where they were.
 #pragma once
 
 #include <cstddef>
@@ -33,6 +36,16 @@ namespace turnpike::upstream {
 /// key to the same backend.
 std::uint64_t hash_bytes(std::string_view bytes) noexcept;
 
+/// Which hosts a pick may return: those whose `mask` entry is non-zero (an empty mask: all),
+/// except `avoid` (a retry's previous host) when another is allowed. With none allowed, the
+/// policy picks as if all were.
+struct Usable {
+  std::span<const std::uint8_t> mask;
+  std::size_t avoid = static_cast<std::size_t>(-1);
+  bool allows(std::size_t i) const noexcept { return i != avoid && (mask.empty() || mask[i] != 0); }
+  bool all() const noexcept { return mask.empty() && avoid == static_cast<std::size_t>(-1); }
+};
+
 struct HostInfo {
   std::string id;  // stable identity: the endpoint's address and port
   std::uint32_t weight = 1;
@@ -44,8 +57,8 @@ class LoadBalancer {
 
   /// The index of the host for this request. `active[i]`: requests in flight on host i (this
   /// worker's); `key`: the request's hash key, if the policy hashes and the request has one.
-  virtual std::size_t pick(std::span<const std::uint32_t> active,
-                           std::optional<std::uint64_t> key) noexcept = 0;
+  virtual std::size_t pick(std::span<const std::uint32_t> active, std::optional<std::uint64_t> key,
+                           const Usable& usable) noexcept = 0;
 
   /// `policy`: one of round_robin, least_request, random, ring_hash, maglev (validated by the
   /// config loader). `seed`: the random source's, per worker. `hosts` is not empty.

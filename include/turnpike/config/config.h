@@ -211,6 +211,20 @@ struct HashOn {
   std::string name;  // the header (lower-cased), cookie or query parameter name
 };
 
+/// `clusters[].outlier_detection`: passive health from the answers real requests get. An
+/// endpoint that fails this many times in a row (a counter of 0: that trigger is off) is taken
+/// out of balancing for base_ejection_time times the number of times it was ejected (at most
+/// max_ejection_time), for every worker; at most max_ejection_percent of a cluster's endpoints
+/// are out at once. `outlier_detection: off` turns it off.
+struct OutlierDetection {
+  bool enabled = true;
+  std::uint32_t consecutive_5xx = 5;               // 0..1000: 5xx answers from the backend
+  std::uint32_t consecutive_gateway_failures = 3;  // 0..1000: connect failure, reset, timeout
+  Duration base_ejection_time{30'000};
+  Duration max_ejection_time{300'000};      // >= base_ejection_time
+  std::uint32_t max_ejection_percent = 50;  // 0..100
+};
+
 /// `clusters[]`. Timeouts: > 0 and at most 24h.
 struct Cluster {
   std::string name;                 // required, unique
@@ -224,6 +238,10 @@ struct Cluster {
   /// `hash_on`).
   std::string lb_policy = "round_robin";
   HashOn hash_on;  // required by ring_hash and maglev, refused by the others
+  OutlierDetection outlier_detection;
+  /// `panic_threshold`: 0..100 (percent). When fewer than this share of the endpoints are
+  /// usable (the others ejected), balance over all of them rather than overload the few left.
+  std::uint32_t panic_threshold = 50;
   std::optional<ClusterTls> tls;
   /// `protocol`: http1 (default), h2 (HTTP/2 over TLS, ALPN h2; needs `tls`) or h2c (cleartext
   /// HTTP/2 with prior knowledge). HTTP/2 connections are multiplexed: a new one is opened when

@@ -330,6 +330,22 @@ clusters:
        "(lb_policy is 'random')"});
 }
 
+TEST(Errors, OutlierDetection) {
+  expect_errors(
+      R"(listeners: [{listen: "127.0.0.1:1"}]
+clusters:
+  - name: a
+    endpoints: ["127.0.0.1:9"]
+    outlier_detection: {base_ejection_time: 1m, max_ejection_time: 30s, max_ejection_percnt: 5}
+    panic_threshold: 101
+)",
+      {"t.yaml:5:68: clusters[0].outlier_detection.max_ejection_time: must be at least "
+       "base_ejection_time",
+       "t.yaml:5:73: clusters[0].outlier_detection: unknown key 'max_ejection_percnt' (did you "
+       "mean 'max_ejection_percent'?)",
+       "t.yaml:6:22: clusters[0].panic_threshold: must be between 0 and 100, got 101"});
+}
+
 TEST(Errors, RespondHeaders) {
   expect_errors(with_routes(R"(  - respond:
       headers: {Content-Length: "5", content-type: x, X-A: "a

@@ -281,6 +281,38 @@ routes:
   EXPECT_EQ(c.clusters[6].hash_on.kind, Kind::Consumer);
 }
 
+TEST(Load, OutlierDetectionAndPanicThreshold) {
+  const Config c = expect_valid(R"(listeners:
+  - listen: 127.0.0.1:1
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:9001"]}
+  - name: b
+    endpoints: ["127.0.0.1:9001"]
+    outlier_detection: {consecutive_5xx: 0, consecutive_gateway_failures: 7,
+                        base_ejection_time: 2s, max_ejection_time: 1m, max_ejection_percent: 100}
+    panic_threshold: 0
+  - {name: c, endpoints: ["127.0.0.1:9001"], outlier_detection: off}
+routes:
+  - backend: a
+)");
+  const auto& a = c.clusters[0].outlier_detection;
+  EXPECT_TRUE(a.enabled);
+  EXPECT_EQ(a.consecutive_5xx, 5U);
+  EXPECT_EQ(a.consecutive_gateway_failures, 3U);
+  EXPECT_EQ(a.base_ejection_time, seconds(30));
+  EXPECT_EQ(a.max_ejection_time, seconds(300));
+  EXPECT_EQ(a.max_ejection_percent, 50U);
+  EXPECT_EQ(c.clusters[0].panic_threshold, 50U);
+  const auto& b = c.clusters[1].outlier_detection;
+  EXPECT_EQ(b.consecutive_5xx, 0U);
+  EXPECT_EQ(b.consecutive_gateway_failures, 7U);
+  EXPECT_EQ(b.base_ejection_time, seconds(2));
+  EXPECT_EQ(b.max_ejection_time, seconds(60));
+  EXPECT_EQ(b.max_ejection_percent, 100U);
+  EXPECT_EQ(c.clusters[1].panic_threshold, 0U);
+  EXPECT_FALSE(c.clusters[2].outlier_detection.enabled);
+}
+
 TEST(Load, DigestIsSha256OfText) {
   const Config c = expect_valid(testing::kPreamble);
   EXPECT_EQ(c.digest.size(), 64U);

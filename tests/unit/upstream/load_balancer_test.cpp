@@ -24,7 +24,7 @@ std::vector<std::size_t> counts(LoadBalancer& lb, std::size_t n_hosts, int picks
   std::vector<std::uint32_t> act = active.empty() ? std::vector<std::uint32_t>(n_hosts) : active;
   std::vector<std::size_t> c(n_hosts);
   for (int i = 0; i < picks; ++i)
-    ++c[lb.pick(act, std::nullopt)];
+    ++c[lb.pick(act, std::nullopt, {})];
   return c;
 }
 
@@ -41,12 +41,12 @@ TEST(LoadBalancer, RoundRobinIsSmoothAndWeighted) {
   std::string seq;
   std::vector<std::uint32_t> active(3);
   for (int i = 0; i < 7; ++i)
-    seq += static_cast<char>('a' + lb->pick(active, std::nullopt));
+    seq += static_cast<char>('a' + lb->pick(active, std::nullopt, {}));
   EXPECT_EQ(seq, "aabacaa");  // nginx's smooth sequence: never five in a row
   auto equal = LoadBalancer::make("round_robin", hosts({1, 1, 1}), 1);
   seq.clear();
   for (int i = 0; i < 6; ++i)
-    seq += static_cast<char>('a' + equal->pick(active, std::nullopt));
+    seq += static_cast<char>('a' + equal->pick(active, std::nullopt, {}));
   EXPECT_EQ(seq, "abcabc");
 }
 
@@ -70,6 +70,26 @@ TEST(LoadBalancer, LeastRequestPrefersTheLessLoaded) {
   EXPECT_EQ(c[0], 0u);
 }
 
+TEST(LoadBalancer, EveryPolicySkipsWhatItMayNotPick) {
+  for (const char* policy : {"round_robin", "least_request", "random", "ring_hash", "maglev"}) {
+    for (const auto& weights :
+         {std::vector<std::uint32_t>{1, 1, 1}, std::vector<std::uint32_t>{5, 1, 2}}) {
+      auto lb = LoadBalancer::make(policy, hosts(weights), 9);
+      std::vector<std::uint32_t> active(3);
+      const std::vector<std::uint8_t> mask = {0, 1, 1};
+      for (int i = 0; i < 300; ++i) {
+        const auto key = hash_bytes(std::to_string(i));
+        EXPECT_NE(lb->pick(active, key, Usable{mask}), 0u) << policy;
+        // A retry avoiding host 2 with host 0 ejected: host 1 is all that is left.
+        EXPECT_EQ(lb->pick(active, key, Usable{mask, 2}), 1u) << policy;
+        // Nothing allowed: a host is still returned (the caller's panic rule decides).
+        const std::vector<std::uint8_t> none = {0, 0, 0};
+        EXPECT_LT(lb->pick(active, key, Usable{none}), 3u) << policy;
+      }
+    }
+  }
+}
+
 class ConsistentHash : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ConsistentHash, OneKeyOneHostAndASpreadByWeight) {
@@ -78,8 +98,8 @@ TEST_P(ConsistentHash, OneKeyOneHostAndASpreadByWeight) {
   std::vector<std::size_t> c(3);
   for (int k = 0; k < 40000; ++k) {
     const auto key = hash_bytes("user-" + std::to_string(k));
-    const std::size_t h = lb->pick(active, key);
-    EXPECT_EQ(lb->pick(active, key), h);
+    const std::size_t h = lb->pick(active, key, {});
+    EXPECT_EQ(lb->pick(active, key, {}), h);
     ++c[h];
   }
   EXPECT_NEAR(static_cast<double>(c[0]) / 40000, 0.25, 0.06);
@@ -97,7 +117,7 @@ TEST_P(ConsistentHash, AddingOrRemovingOneHostOfNMovesAboutOneNth) {
     std::vector<std::uint32_t> active(n);
     std::vector<std::string> out;
     for (int k = 0; k < kKeys; ++k)
-      out.push_back(hs[lb.pick(active, hash_bytes("key-" + std::to_string(k)))].id);
+      out.push_back(hs[lb.pick(active, hash_bytes("key-" + std::to_string(k)), {})].id);
     return out;
   };
   const auto five = hosts({1, 1, 1, 1, 1});
@@ -117,6 +137,23 @@ TEST_P(ConsistentHash, AddingOrRemovingOneHostOfNMovesAboutOneNth) {
   // Removing one of five: its fifth of the keys must move, and little else.
   EXPECT_NEAR(static_cast<double>(moved) / kKeys, 0.2, 0.06) << GetParam();
   EXPECT_LT(static_cast<double>(moved_without_cause) / kKeys, 0.03) << GetParam();
+}
+
+TEST_P(ConsistentHash, AnEjectedHostsKeysMoveAndNoOthers) {
+  const auto hs = hosts({1, 1, 1, 1});
+  auto lb = LoadBalancer::make(GetParam(), hs, 5);
+  std::vector<std::uint32_t> active(4);
+  const std::vector<std::uint8_t> mask = {1, 0, 1, 1};  // host 1 ejected
+  Usable usable{mask};
+  int moved_without_cause = 0;
+  for (int k = 0; k < 10000; ++k) {
+    const auto key = hash_bytes("k" + std::to_string(k));
+    const std::size_t before = lb->pick(active, key, {});
+    const std::size_t after = lb->pick(active, key, usable);
+    EXPECT_NE(after, 1u);
+    if (before != 1 && after != before) ++moved_without_cause;
+  }
+  EXPECT_EQ(moved_without_cause, 0) << GetParam();
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, ConsistentHash, ::testing::Values("ring_hash", "maglev"));

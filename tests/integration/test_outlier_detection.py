@@ -1,0 +1,161 @@
+"""Passive health (clusters[].outlier_detection) and the connect-failure retry, as a user sees
+them with real backends: a backend killed with SIGKILL costs no request (the connect failure is
+retried on another endpoint) and is ejected for every worker; a backend that answers 503 to
+everything is ejected after consecutive_5xx answers, comes back after base_ejection_time and is
+ejected for longer the next time; max_ejection_percent keeps most of a cluster in; an ejection
+survives a reload that keeps the endpoint; `outlier_detection: off` never ejects.
+"""
+
+import collections
+import http.server
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+class StatusBackend:
+    """An HTTP/1.1 backend on loopback that answers every request with `status`."""
+
+    def __init__(self, port, status, name):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = b"%d\n" % status
+                self.send_response(status)
+                self.send_header("X-Upstream-Name", name)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = port
+        self.addr = "127.0.0.1:%d" % port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class OutlierDetectionTest(h.TurnpikeCase):
+    def start(self, endpoints, workers=2, **cluster):
+        cl = {"name": "pool", "connect_timeout": "1s",
+              "endpoints": [getattr(e, "addr", e) for e in endpoints]}
+        cl.update(cluster)
+        self.admin_port = h.free_port()
+        self.listen_port = h.free_port()
+        self.cluster = cl
+        self.workers = workers
+        return self.stack.turnpike(self.cfg())
+
+    def cfg(self, extra_routes=()):
+        return h.config(self.admin_port, [h.listener("public", self.listen_port)], [self.cluster],
+                        list(extra_routes) +
+                        [{"name": "all", "match": {"path_prefix": "/"}, "backend": "pool"}],
+                        workers=self.workers, reload={"watch": False})
+
+    def bad_backend(self, status=503, name="bad"):
+        b = StatusBackend(h.free_port(), status, name)
+        self.addCleanup(b.stop)
+        return b
+
+    def statuses(self, tp, n):
+        seen = collections.Counter()
+        for _ in range(n):
+            r = tp.get("/")
+            seen[(r.status, r.header("X-Upstream-Name"))] += 1
+        return seen
+
+    def test_a_killed_backend_costs_no_request_and_is_ejected(self):
+        echos = [self.stack.echo("e%d" % i) for i in range(3)]
+        tp = self.start(echos)
+        self.assertGreater(self.statuses(tp, 12)[(200, "e0")], 0)
+        echos[0].proc.stop(sig=signal.SIGKILL)
+        seen = self.statuses(tp, 60)
+        self.assertEqual(sum(n for (st, _), n in seen.items() if st != 200), 0, seen)
+        self.assertNotIn((200, "e0"), seen)
+        log = tp.proc.stderr()
+        self.assertRegex(log, r"cluster 'pool': endpoint 127\.0\.0\.1:%d ejected for 30000 ms: "
+                              r"3 consecutive gateway failures \(last: connect failed\)"
+                         % echos[0].port)
+
+    def test_a_backend_answering_503_is_ejected_then_back_then_ejected_for_longer(self):
+        good = [self.stack.echo("e%d" % i) for i in range(2)]
+        bad = self.bad_backend()
+        tp = self.start(good + [bad], outlier_detection={"base_ejection_time": "1s"})
+        first = self.statuses(tp, 60)
+        # Five 503s in a row (across both workers: the count is the process's) eject it.
+        self.assertLessEqual(first[(503, "bad")], 6, first)
+        self.assertGreaterEqual(first[(503, "bad")], 5, first)
+        during = self.statuses(tp, 30)
+        self.assertNotIn((503, "bad"), during)
+        time.sleep(1.2)  # the ejection (1 s) is over: it is tried again, and fails again
+        again = self.statuses(tp, 60)
+        self.assertGreaterEqual(again[(503, "bad")], 5, again)
+        log = tp.proc.stderr()
+        self.assertIn("ejected for 1000 ms: 5 consecutive 5xx", log)
+        self.assertIn("back in balancing after its ejection", log)
+        self.assertIn("ejected for 2000 ms: 5 consecutive 5xx", log)
+
+    def test_max_ejection_percent_keeps_most_of_a_cluster_in(self):
+        bads = [self.bad_backend(name="bad%d" % i) for i in range(3)]
+        tp = self.start(bads, outlier_detection={"max_ejection_percent": 50})
+        self.statuses(tp, 60)
+        log = tp.proc.stderr()
+        self.assertEqual(len(re.findall(r"ejected for", log)), 1, log)
+        self.assertIn("already out (max_ejection_percent 50)", log)
+        # Two of three still take requests.
+        self.assertEqual(len({name for (_, name) in self.statuses(tp, 30)}), 2)
+
+    def test_below_the_panic_threshold_every_endpoint_is_used(self):
+        good = self.stack.echo("good")
+        bads = [self.bad_backend(name="bad%d" % i) for i in range(2)]
+        tp = self.start([good] + bads, outlier_detection={"max_ejection_percent": 100},
+                        panic_threshold=50)
+        self.statuses(tp, 80)
+        log = tp.proc.stderr()
+        # Both bad ones were ejected; one of three usable is below 50%: all three take requests.
+        self.assertEqual(len(re.findall(r"ejected for", log)), 2, log)
+        self.assertIn("below panic_threshold 50%: balancing over all of them", log)
+        names = {name for (_, name) in self.statuses(tp, 30)}
+        self.assertEqual(names, {"good", "bad0", "bad1"})
+
+    def test_an_ejection_survives_a_reload_that_keeps_the_endpoint(self):
+        good = [self.stack.echo("e%d" % i) for i in range(2)]
+        bad = self.bad_backend()
+        tp = self.start(good + [bad], outlier_detection={"base_ejection_time": "30s"})
+        self.statuses(tp, 40)
+        self.assertIn("ejected for 30000 ms", tp.proc.stderr())
+        with open(tp.config_path, "w") as f:
+            f.write(h.to_yaml(self.cfg([{"name": "extra", "match": {"path": "/extra"},
+                                         "respond": {"status": 204}}])) + "\n")
+        r = tp.admin("POST", "/reload")
+        self.assertEqual(json.loads(r.body)["last_reload"]["result"], "applied", r.body)
+        self.assertEqual(tp.get("/extra").status, 204)  # the new generation serves
+        after = self.statuses(tp, 40)
+        self.assertNotIn((503, "bad"), after)
+
+    def test_outlier_detection_off_never_ejects(self):
+        good = self.stack.echo("good")
+        bad = self.bad_backend()
+        tp = self.start([good, bad], workers=1, outlier_detection="off")
+        seen = self.statuses(tp, 40)
+        self.assertEqual(seen[(503, "bad")], 20, seen)
+        self.assertNotIn("ejected for", tp.proc.stderr())
+
+
+if __name__ == "__main__":
+    unittest.main()
