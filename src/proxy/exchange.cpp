@@ -179,7 +179,9 @@ asio::awaitable<void> Exchange::run() {
     if (!ec || failure_.status != 0 || attempt == 1) break;
     // Nothing was sent (the connect failed), or a stale pooled connection took a request that
     // may run twice: once more, on another endpoint when there is one.
-    if (!connect_failed && !retryable(ec)) break;
+    // A connect failure is retried only where another endpoint can take it: on a cluster of
+    // one, a second connect would double the wait (connect_timeout) for the same answer.
+    if (connect_failed ? pool_.endpoint_count() < 2 : !retryable(ec)) break;
     if (conn_) {
       conn_->close();
       conn_.reset();
