@@ -111,6 +111,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
     if (path == "/listeners") return reply(bhttp::status::ok, hooks.listeners());
     if (path == "/config/status") return reply(bhttp::status::ok, hooks.status());
     if (path == "/config/generations") return reply(bhttp::status::ok, hooks.generations());
+    if (path == "/clusters" && hooks.clusters) return reply(bhttp::status::ok, hooks.clusters());
     if (path == "/explain") {
       std::string method = param("method");
       if (method.empty()) method = "GET";
@@ -138,7 +139,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
                  {{"error", "not found"},
                   {"endpoints",
                    {"/ready", "/config", "/explain", "/listeners", "/config/status",
-                    "/config/generations", "/reload"}}});
+                    "/config/generations", "/clusters", "/reload"}}});
   }
 
   asio::io_context& io;

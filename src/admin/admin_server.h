@@ -40,6 +40,8 @@ struct AdminHooks {
   std::function<nlohmann::json(const std::string& yaml)> dry_run;
   /// GET /config/generations: the live generations and what is pinned to each.
   std::function<nlohmann::json()> generations;
+  /// GET /clusters: every cluster's endpoints and their state (passive health).
+  std::function<nlohmann::json()> clusters;
 };
 
 class AdminServer {

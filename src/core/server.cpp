@@ -342,6 +342,7 @@ int run_server(config::Config cfg) {
             collect_generations();
             return generations.to_json(generation_usage());
           },
+          [&] { return current()->clusters_json(); },
       });
   if (std::string err = admin.start(admin_cfg.address, admin_cfg.port); !err.empty()) {
     spdlog::error("{}", err);

@@ -64,4 +64,44 @@ Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
 
 Snapshot::~Snapshot() = default;
 
+nlohmann::json Snapshot::clusters_json() const {
+  using Clock = std::chrono::steady_clock;
+  const auto now = Clock::now();
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t i = 0; i < config.clusters.size(); ++i) {
+    const auto& c = config.clusters[i];
+    const auto& hosts = cluster_hosts[i];
+    nlohmann::json endpoints = nlohmann::json::array();
+    std::size_t usable = 0;
+    for (std::size_t k = 0; k < hosts.hosts.size(); ++k) {
+      const upstream::HostState& h = *hosts.hosts[k];
+      const auto until = upstream::ejected_until(h);
+      const bool ejected = until != Clock::time_point::max() && until > now;
+      if (!ejected) ++usable;
+      nlohmann::json e = {
+          {"address", h.label},
+          {"weight", c.endpoints[k].weight},
+          {"state", ejected ? "ejected" : "healthy"},
+          {"consecutive_5xx", h.consecutive_5xx.load(std::memory_order_relaxed)},
+          {"consecutive_gateway_failures",
+           h.consecutive_gateway_failures.load(std::memory_order_relaxed)},
+          {"ejections", h.ejections.load(std::memory_order_relaxed)},
+      };
+      if (ejected)
+        e["ejected_for_ms"] =
+            std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
+      endpoints.push_back(std::move(e));
+    }
+    const bool panic = usable * 100 < c.panic_threshold * hosts.hosts.size();
+    out.push_back({{"name", c.name},
+                   {"lb_policy", c.lb_policy},
+                   {"outlier_detection", c.outlier_detection.enabled},
+                   {"panic_threshold", c.panic_threshold},
+                   {"usable", usable},
+                   {"panic", panic},
+                   {"endpoints", std::move(endpoints)}});
+  }
+  return nlohmann::json{{"generation", generation}, {"clusters", std::move(out)}};
+}
+
 }  // namespace turnpike::proxy

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <memory>
 
+#include <nlohmann/json.hpp>
+
 #include "turnpike/config/config.h"
 #include "turnpike/filters/filter.h"
 #include "turnpike/router/route_table.h"
@@ -44,6 +46,9 @@ struct Snapshot {
   /// The endpoints' process-wide state per cluster (passive health), indexed like
   /// config.clusters; the same objects in every snapshot that keeps the cluster's endpoint.
   std::vector<upstream::ClusterHosts> cluster_hosts;
+
+  /// GET /clusters: each cluster's policy and its endpoints' state as the process sees it now.
+  nlohmann::json clusters_json() const;
   const std::uint64_t generation;
   const std::chrono::system_clock::time_point loaded_at;
 };

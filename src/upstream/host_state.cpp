@@ -145,7 +145,7 @@ void report(const config::Cluster& cluster, const ClusterHosts& hosts, std::size
   const auto max_time = std::chrono::duration_cast<Clock::duration>(od.max_ejection_time);
   std::uint32_t times = h.times_ejected.load(std::memory_order_relaxed);
   if (last != 0 && ticks(now) - last > 2 * max_time.count()) times = 0;
-  ++times;
+  times = std::min<std::uint32_t>(times + 1, 1000);  // the length is capped anyway
   const auto base = std::chrono::duration_cast<Clock::duration>(od.base_ejection_time);
   const auto length = std::min(base * times, max_time);
   const auto until = ticks(now + length);

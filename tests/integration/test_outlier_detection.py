@@ -110,6 +110,27 @@ class OutlierDetectionTest(h.TurnpikeCase):
         self.assertIn("back in balancing after its ejection", log)
         self.assertIn("ejected for 2000 ms: 5 consecutive 5xx", log)
 
+    def test_admin_clusters_shows_each_endpoints_state(self):
+        good = [self.stack.echo("e%d" % i) for i in range(2)]
+        bad = self.bad_backend()
+        tp = self.start(good + [bad], outlier_detection={"base_ejection_time": "30s"})
+        before = json.loads(tp.admin("GET", "/clusters").body)["clusters"][0]
+        self.assertEqual(before["name"], "pool")
+        self.assertEqual(before["usable"], 3)
+        self.assertEqual({e["state"] for e in before["endpoints"]}, {"healthy"})
+        self.statuses(tp, 40)
+        after = json.loads(tp.admin("GET", "/clusters").body)["clusters"][0]
+        by_addr = {e["address"]: e for e in after["endpoints"]}
+        self.assertEqual(by_addr[bad.addr]["state"], "ejected")
+        self.assertEqual(by_addr[bad.addr]["ejections"], 1)
+        self.assertGreater(by_addr[bad.addr]["ejected_for_ms"], 25000)
+        self.assertLessEqual(by_addr[bad.addr]["ejected_for_ms"], 30000)
+        for e in good:
+            self.assertEqual(by_addr[e.addr]["state"], "healthy")
+            self.assertEqual(by_addr[e.addr]["consecutive_5xx"], 0)
+        self.assertEqual(after["usable"], 2)
+        self.assertFalse(after["panic"])
+
     def test_max_ejection_percent_keeps_most_of_a_cluster_in(self):
         bads = [self.bad_backend(name="bad%d" % i) for i in range(3)]
         tp = self.start(bads, outlier_detection={"max_ejection_percent": 50})
