@@ -192,6 +192,24 @@ void AccessLogBuffer::append(const AccessRecord& r) {
     o += "null";
   else
     append_ms(o, r.upstream_ms);
+  o += ",\"upstream_attempts\":";
+  o += std::to_string(r.upstream_attempts);
+  o += ",\"upstream_failures\":";
+  if (r.upstream_failures.empty()) {
+    o += "null";
+  } else {
+    o += '[';
+    std::string_view rest = r.upstream_failures;
+    for (bool first = true; !rest.empty(); first = false) {
+      const auto nl = rest.find('\n');
+      if (!first) o += ',';
+      append_json_string_or_null(o, rest.substr(0, nl));
+      rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
+    }
+    o += ']';
+  }
+  o += ",\"response_reason\":";
+  append_json_string_or_null(o, r.response_reason);
   o += "}\n";
   if (o.size() >= kFlushThreshold) flush();
 }

@@ -30,7 +30,14 @@ struct AccessRecord {
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
   double duration_ms = 0;
-  double upstream_ms = -1;  // negative: no upstream was involved
+  double upstream_ms = -1;              // negative: no upstream was involved
+  std::uint32_t upstream_attempts = 0;  // tries sent to an endpoint (a retry makes it 2)
+  /// What went wrong per failed try, one "endpoint: what" per line (empty: nothing).
+  std::string_view upstream_failures;
+  /// Why the answer is what it is, when Turnpike made it so: upstream_connect_failure,
+  /// upstream_timeout, upstream_reset, upstream_protocol_error, downstream_disconnect (empty:
+  /// the backend's own answer, or a local reply).
+  std::string_view response_reason;
 };
 
 /// The writer thread. Any thread may submit. A failed write (EPIPE, ENOSPC) drops its batch,

@@ -207,22 +207,37 @@ asio::awaitable<void> Exchange::run() {
 // fresh connection counts against the endpoint; a pooled connection the backend had closed
 // while idle (the usual keep-alive race) does not.
 void Exchange::report_failure(const error_code& ec, bool connect_failed) noexcept {
-  if (!connect_failed && ec != asio::error::timed_out && reused_) return;
   const char* what = connect_failed                 ? "connect failed"
                      : ec == asio::error::timed_out ? "timed out"
                                                     : "connection failed";
+  try {  // the access log's list of failed tries
+    if (!x_.upstream_failures.empty()) x_.upstream_failures += '\n';
+    x_.upstream_failures += ep_->label;
+    x_.upstream_failures += ": ";
+    x_.upstream_failures += what;
+    x_.upstream_failures += " (";
+    x_.upstream_failures += ec.message();
+    x_.upstream_failures += ')';
+  } catch (...) {
+  }
+  if (!connect_failed && ec != asio::error::timed_out && reused_) return;
   pool_.report(*ep_, upstream::Outcome::GatewayFailure, what);
 }
 
 void Exchange::fail_upstream(const error_code& ec) noexcept {
-  if (ec == asio::error::timed_out)
+  if (ec == asio::error::timed_out) {
+    x_.response_reason = "upstream_timeout";
     fail(504, "upstream timed out");
-  else if (!conn_)
+  } else if (!conn_) {
+    x_.response_reason = "upstream_connect_failure";
     fail(502, "upstream connect failed");
-  else if (ec.category() == error_code(bhttp::error::body_limit).category())
+  } else if (ec.category() == error_code(bhttp::error::body_limit).category()) {
+    x_.response_reason = "upstream_protocol_error";
     fail(502, "invalid upstream response");
-  else
+  } else {
+    x_.response_reason = "upstream_reset";
     fail(502, "upstream connection failed");
+  }
 }
 
 // Takes the body bytes that came with the head (first attempt), picks an endpoint and a pooled
@@ -249,6 +264,7 @@ bool Exchange::begin_attempt(bool first_attempt) {
   up_start_ = Clock::now();
   ep_ = &pool_.pick(hash_key(pool_.config().hash_on, x_), previous, up_start_);
   pool_.request_started(*ep_);
+  ++x_.upstream_attempts;
   x_.upstream = ep_->label;
   // A request that must not run twice gets a pooled connection only if it still looks alive.
   auto lease = pool_.take(*ep_, first_attempt, !idempotent(x_.req.method));

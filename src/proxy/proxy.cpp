@@ -258,6 +258,9 @@ void Proxy::log(RequestState& x) {
   r.bytes_out = x.s.bytes_sent();
   r.duration_ms = ms_since(x.start);
   r.upstream_ms = x.upstream_ms;
+  r.upstream_attempts = x.upstream_attempts;
+  r.upstream_failures = x.upstream_failures;
+  r.response_reason = x.client_gone ? std::string_view("downstream_disconnect") : x.response_reason;
   ctx_.access_log().append(r);
 }
 

@@ -57,6 +57,9 @@ struct RequestState final : PinnedStream, http::StreamObserver {
   std::string_view upstream;  // the endpoint label, owned by its pool
   int status = 0;
   double upstream_ms = -1;
+  std::uint32_t upstream_attempts = 0;
+  std::string upstream_failures;     // "endpoint: what" per failed try, one per line
+  std::string_view response_reason;  // access log: why Turnpike answered so (static text)
   Clock::time_point start = Clock::now();
   std::unique_ptr<FilterRun> filters;  // only when the listener or the route has filters
   std::chrono::milliseconds filter_timeout = kListenerFilterTimeout;  // for suspended filters

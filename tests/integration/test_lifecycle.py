@@ -18,7 +18,7 @@ import harness as h  # noqa: E402
 
 ACCESS_LOG_FIELDS = ("ts", "request_id", "client", "method", "path", "status", "bytes_in",
                      "bytes_out", "duration_ms", "route", "consumer", "cluster", "upstream",
-                     "upstream_ms")
+                     "upstream_ms", "upstream_attempts", "upstream_failures", "response_reason")
 
 # Line numbers matter: the expected messages below point into this text.
 INVALID_CONFIG = """\

@@ -92,6 +92,46 @@ class OutlierDetectionTest(h.TurnpikeCase):
                               r"3 consecutive gateway failures \(last: connect failed\)"
                          % echos[0].port)
 
+    def test_the_access_log_tells_what_each_try_came_to(self):
+        echos = [self.stack.echo("e%d" % i) for i in range(2)]
+        log_path = self.stack.path("access.log")
+        cl = {"name": "pool", "connect_timeout": "1s", "endpoints": [e.addr for e in echos]}
+        dead = {"name": "dead", "connect_timeout": "1s", "endpoints": [echos[0].addr]}
+        tp = self.stack.turnpike(h.config(
+            h.free_port(), [h.listener("public", h.free_port())], [cl, dead],
+            [{"name": "dead", "match": {"path_prefix": "/dead"}, "backend": "dead"},
+             {"name": "all", "match": {"path_prefix": "/"}, "backend": "pool"}],
+            workers=1, access_log=log_path))
+        self.assertEqual(tp.get("/warm").status, 200)
+        echos[0].proc.stop(sig=signal.SIGKILL)
+        for i in range(6):
+            self.assertEqual(tp.get("/after/%d" % i).status, 200)
+        self.assertEqual(tp.get("/dead").status, 502)
+        tp.proc.stop()  # flushes the log
+        with open(log_path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        warm = next(e for e in lines if e["path"] == "/warm")
+        self.assertEqual((warm["upstream_attempts"], warm["upstream_failures"],
+                          warm["response_reason"]), (1, None, None))
+        retried = [e for e in lines if e["path"].startswith("/after/") and
+                   e["upstream_attempts"] == 2]
+        # Round robin sends every other request to the dead one first: its pooled connection
+        # fails (end of file), then new connects are refused; each is retried on the other.
+        self.assertGreaterEqual(len(retried), 2, lines)
+        failures = []
+        for e in retried:
+            self.assertEqual((e["status"], e["upstream"]), (200, echos[1].addr), e)
+            self.assertEqual(len(e["upstream_failures"]), 1, e)
+            self.assertTrue(e["upstream_failures"][0].startswith(echos[0].addr + ": "), e)
+            self.assertIsNone(e["response_reason"])
+            failures.append(e["upstream_failures"][0])
+        self.assertTrue(any(": connect failed (Connection refused)" in f for f in failures),
+                        failures)
+        dead_line = next(e for e in lines if e["path"] == "/dead")
+        self.assertEqual(dead_line["status"], 502)
+        self.assertEqual(dead_line["response_reason"], "upstream_connect_failure")
+        self.assertEqual(dead_line["upstream_attempts"], 1)  # a cluster of one: not retried
+
     def test_a_backend_answering_503_is_ejected_then_back_then_ejected_for_longer(self):
         good = [self.stack.echo("e%d" % i) for i in range(2)]
         bad = self.bad_backend()
