@@ -92,7 +92,8 @@ nlohmann::json Snapshot::clusters_json() const {
             std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
       endpoints.push_back(std::move(e));
     }
-    const bool panic = usable * 100 < c.panic_threshold * hosts.hosts.size();
+    const bool panic =
+        upstream::below_panic_threshold(usable, hosts.hosts.size(), c.panic_threshold);
     out.push_back({{"name", c.name},
                    {"lb_policy", c.lb_policy},
                    {"outlier_detection", c.outlier_detection.enabled},

@@ -53,9 +53,7 @@ ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor e
   for (const auto& e : cluster.endpoints) {
     EndpointState st;
     st.endpoint = tcp::endpoint(asio::ip::make_address(e.address), e.port);
-    st.label = e.address.find(':') != std::string::npos
-                   ? "[" + e.address + "]:" + std::to_string(e.port)
-                   : e.address + ":" + std::to_string(e.port);
+    st.label = endpoint_label(e);
     st.weight = e.weight;
     if (cluster.tls) {
       // server_name, else the endpoint's host as written ("api.internal:443" -> api.internal).
@@ -116,7 +114,7 @@ void ClusterPool::refresh(std::chrono::steady_clock::time_point now) noexcept {
     next_return_ = std::min(next_return_, ejected_until(h));
   }
   // Below panic_threshold, balance over every endpoint rather than overload the few left.
-  const bool panic = usable * 100 < config_->panic_threshold * endpoints_.size();
+  const bool panic = below_panic_threshold(usable, endpoints_.size(), config_->panic_threshold);
   all_usable_ = usable == endpoints_.size() || panic;
   if (panic != hosts_.health->panicking.load(std::memory_order_relaxed) &&
       hosts_.health->panicking.exchange(panic, std::memory_order_relaxed) != panic) {

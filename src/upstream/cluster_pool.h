@@ -74,7 +74,6 @@ class ClusterPool {
   void request_ended(EndpointState& ep) noexcept {
     if (active_[ep.index] > 0) --active_[ep.index];
   }
-  std::uint32_t active(const EndpointState& ep) const noexcept { return active_[ep.index]; }
   std::size_t endpoint_count() const noexcept { return endpoints_.size(); }
   /// An exchange with `ep`. HTTP/1.1: a pooled connection that still looks alive, or a fresh
   /// one (connected). HTTP/2: a new stream on an open connection with room for it, or on a new

@@ -24,16 +24,16 @@ Registry& registry() {
   return r;
 }
 
-std::string label_of(const config::Endpoint& e) {
-  return e.address.find(':') != std::string::npos ? "[" + e.address + "]:" + std::to_string(e.port)
-                                                  : e.address + ":" + std::to_string(e.port);
-}
-
 std::int64_t ticks(Clock::time_point t) {
   return t.time_since_epoch().count();
 }
 
 }  // namespace
+
+std::string endpoint_label(const config::Endpoint& e) {
+  return e.address.find(':') != std::string::npos ? "[" + e.address + "]:" + std::to_string(e.port)
+                                                  : e.address + ":" + std::to_string(e.port);
+}
 
 ClusterHosts hosts_for(const config::Cluster& cluster) {
   Registry& r = registry();
@@ -46,7 +46,7 @@ ClusterHosts hosts_for(const config::Cluster& cluster) {
     weak_health = out.health;
   }
   for (const auto& e : cluster.endpoints) {
-    auto key = std::make_pair(cluster.name, label_of(e));
+    auto key = std::make_pair(cluster.name, endpoint_label(e));
     auto& weak = r.hosts[key];
     auto host = weak.lock();
     if (!host) {

@@ -53,6 +53,15 @@ struct ClusterHosts {
 /// Process-wide; used while building snapshots.
 ClusterHosts hosts_for(const config::Cluster& cluster);
 
+/// "10.0.0.7:8080" or "[::1]:8080": an endpoint's identity in logs, state and hashing.
+std::string endpoint_label(const config::Endpoint& e);
+
+/// panic_threshold's rule: fewer than `threshold_percent` of `total` endpoints usable.
+inline bool below_panic_threshold(std::size_t usable, std::size_t total,
+                                  std::uint32_t threshold_percent) noexcept {
+  return usable * 100 < std::size_t{threshold_percent} * total;
+}
+
 /// What an attempt on an endpoint came to, for outlier detection.
 enum class Outcome {
   Success,         // a response head below 500

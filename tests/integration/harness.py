@@ -465,6 +465,41 @@ class Stack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class CannedBackend:
+    """An HTTP/1.1 backend on loopback (a free port) that answers every GET with `status` after
+    `delay` seconds, naming itself in X-Upstream-Name like turnpike-echo. For backends the echo
+    server cannot play: one that is always slow, or always fails. Stop it with stop()."""
+
+    def __init__(self, name, status=200, delay=0.0):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                if delay:
+                    time.sleep(delay)
+                body = b"%d\n" % status
+                self.send_response(status)
+                self.send_header("X-Upstream-Name", name)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 REDIS_BIN = "/usr/bin/redis-server"
 
 

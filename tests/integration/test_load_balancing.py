@@ -6,7 +6,6 @@ random spreads by weight; a bad policy or hash_on is refused with file:line:colu
 """
 
 import collections
-import http.server
 import os
 import subprocess
 import sys
@@ -20,36 +19,6 @@ import harness as h  # noqa: E402
 
 def backend_of(r):
     return r.header("X-Upstream-Name")
-
-
-class SlowBackend:
-    """An HTTP/1.1 backend on loopback that answers every request after `delay` seconds."""
-
-    def __init__(self, port, delay):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                time.sleep(delay)
-                body = b"slow\n"
-                self.send_response(200)
-                self.send_header("X-Upstream-Name", "slow")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.port = port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class LoadBalancingTest(h.TurnpikeCase):
@@ -156,13 +125,13 @@ class LoadBalancingTest(h.TurnpikeCase):
         # One backend answers after 300 ms, two at once. Under concurrent load, round robin gives
         # the slow one a third of the requests; least_request (power of two choices over active
         # requests) sees it holding requests and sends it almost nothing.
-        slow = SlowBackend(h.free_port(), 0.3)
+        slow = h.CannedBackend("slow", delay=0.3)
         self.addCleanup(slow.stop)
         fast = [self.stack.echo("f%d" % i) for i in range(2)]
 
         def share_of_slow(policy):
             cl = {"name": "pool", "connect_timeout": "1s", "lb_policy": policy,
-                  "endpoints": ["127.0.0.1:%d" % slow.port] + [e.addr for e in fast]}
+                  "endpoints": [slow.addr] + [e.addr for e in fast]}
             tp = self.stack.turnpike(h.config(
                 h.free_port(), [h.listener("public", h.free_port())], [cl],
                 [{"name": "all", "match": {"path_prefix": "/"}, "backend": "pool"}], workers=1),
