@@ -17,6 +17,7 @@
 #include "http2/server_connection.h"
 #include "proxy/proxy.h"
 #include "proxy/worker_context.h"
+#include "support/block_cache.h"
 #include "support/scoped_deadline.h"
 #include "support/spawn.h"
 #include "tls/server_context.h"
@@ -62,6 +63,8 @@ CodecSettings codec_settings(const config::Listener& l) {
 }
 
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+// Connection objects come from the worker's block cache: one is made and freed per connection.
+constexpr support::BlockAllocator<char> kBlocks;
 
 // The client's address as text. IPv4 by hand: address_v4::to_string goes through inet_ntop and
 // sprintf, about 1,800 instructions on every new connection.
@@ -187,13 +190,14 @@ struct Worker::Impl {
         continue;
       }
       if (cfg->h2c) {
-        std::make_shared<http2::ServerConnection>(std::move(socket), std::string{}, codec.limits,
-                                                  codec.h2, std::move(info), proxy, ctx.registry())
+        std::allocate_shared<http2::ServerConnection>(kBlocks, std::move(socket), std::string{},
+                                                      codec.limits, codec.h2, std::move(info),
+                                                      proxy, ctx.registry())
             ->start();
         continue;
       }
-      auto conn = std::make_shared<http1::ServerConnection>(std::move(socket), codec.limits,
-                                                            std::move(info), proxy, ctx.registry());
+      auto conn = std::allocate_shared<http1::ServerConnection>(
+          kBlocks, std::move(socket), codec.limits, std::move(info), proxy, ctx.registry());
       conn->start();
     }
   }
@@ -225,12 +229,13 @@ struct Worker::Impl {
     deadline.disarm();
     if (draining) co_return;
     if (h2) {
-      std::make_shared<http2::ServerConnection>(std::move(socket), std::move(initial), codec.limits,
-                                                codec.h2, std::move(info), proxy, ctx.registry())
+      std::allocate_shared<http2::ServerConnection>(kBlocks, std::move(socket), std::move(initial),
+                                                    codec.limits, codec.h2, std::move(info), proxy,
+                                                    ctx.registry())
           ->start();
     } else {
-      std::make_shared<http1::ServerConnection>(std::move(socket), codec.limits, std::move(info),
-                                                proxy, ctx.registry(), initial)
+      std::allocate_shared<http1::ServerConnection>(kBlocks, std::move(socket), codec.limits,
+                                                    std::move(info), proxy, ctx.registry(), initial)
           ->start();
     }
   }
@@ -271,13 +276,13 @@ struct Worker::Impl {
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
     const bool h2 = (alpn_len == 2 && alpn[0] == 'h' && alpn[1] == '2') || codec.h2_only;
     if (h2) {
-      std::make_shared<http2::ServerConnection>(std::move(stream), limits, codec.h2,
-                                                std::move(info), proxy, ctx.registry())
+      std::allocate_shared<http2::ServerConnection>(kBlocks, std::move(stream), limits, codec.h2,
+                                                    std::move(info), proxy, ctx.registry())
           ->start();
       co_return;
     }
-    auto conn = std::make_shared<http1::ServerConnection>(std::move(stream), limits,
-                                                          std::move(info), proxy, ctx.registry());
+    auto conn = std::allocate_shared<http1::ServerConnection>(
+        kBlocks, std::move(stream), limits, std::move(info), proxy, ctx.registry());
     conn->start();
   }
 

@@ -20,6 +20,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include "http1/parser.h"
+#include "support/block_cache.h"
 #include "support/deadline.h"
 #include "support/event.h"
 #include "turnpike/http/connection_registry.h"
@@ -121,7 +122,8 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   support::Event write_turn_;         // a writer waits for its turn (a 100 Continue in flight)
   support::Event watch_done_;         // run() waits for the watch read to complete
   boost::asio::cancellation_signal read_cancel_;  // cancel_read(): the body read only
-  boost::beast::flat_buffer buffer_;
+  boost::beast::basic_flat_buffer<support::BlockAllocator<char>>
+      buffer_;       // 16 KiB, per-thread cache
   std::string out_;  // serialized response head (+ chunk framing), reused
   http::StreamObserver* observer_ = nullptr;
   boost::system::error_code watch_ec_;  // how the watch read ended, for run() to see

@@ -5,6 +5,7 @@
 #include "proxy/exchange.h"
 #include "proxy/local_reply.h"
 #include "proxy/request.h"
+#include "support/block_cache.h"
 
 namespace turnpike::proxy {
 
@@ -96,7 +97,11 @@ void RequestState::close_for_generation() noexcept {
 // A phase is a coroutine only where it may suspend (filters, answers, the exchange): a request
 // with no filters pays for no frame it does not use.
 asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
-  RequestState x(ctx_, s);
+  // The request's state and its exchange live in blocks from the worker's cache, not in this
+  // coroutine's frame: Asio recycles frames of up to about 1 KiB per thread and mallocs larger
+  // ones, on every request.
+  const support::BlockPtr<RequestState> state = support::make_block<RequestState>(ctx_, s);
+  RequestState& x = *state;
   begin(x);
   bool answered = false;
   if (x.snap->any_listener_filters) answered = co_await listener_filters(x);
@@ -113,8 +118,9 @@ asio::awaitable<void> Proxy::serve(http::ServerStream& s) {
     if (f.status != 0) {
       co_await error_reply(x, f.status, f.error, kNoHeaders);
     } else {
-      Exchange exchange(x, *x.route, *f.pool, std::move(f.target));
-      co_await exchange.run();
+      const support::BlockPtr<Exchange> exchange =
+          support::make_block<Exchange>(x, *x.route, *f.pool, std::move(f.target));
+      co_await exchange->run();
     }
   }
   log(x);
