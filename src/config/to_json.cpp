@@ -159,6 +159,26 @@ nlohmann::json to_json(const Config& config) {
     } else {
       entry["outlier_detection"] = "off";
     }
+    if (c.health_check.kind != HealthCheck::Kind::None) {
+      const auto& hc = c.health_check;
+      nlohmann::json check;
+      if (hc.kind == HealthCheck::Kind::Http) {
+        nlohmann::json statuses = nlohmann::json::array();
+        for (const auto& [lo, hi] : hc.expected_statuses)
+          statuses.push_back(lo == hi ? std::to_string(lo)
+                                      : std::to_string(lo) + "-" + std::to_string(hi));
+        check["http"] = {{"path", hc.path}, {"host", hc.host}, {"expected_statuses", statuses}};
+      } else if (hc.kind == HealthCheck::Kind::Tcp) {
+        check["tcp"] = nlohmann::json::object();
+      } else {
+        check["grpc"] = {{"service", hc.service}, {"host", hc.host}};
+      }
+      check["interval"] = format_duration(hc.interval);
+      check["timeout"] = format_duration(hc.timeout);
+      check["unhealthy_threshold"] = hc.unhealthy_threshold;
+      check["healthy_threshold"] = hc.healthy_threshold;
+      entry["health_check"] = std::move(check);
+    }
     entry["panic_threshold"] = c.panic_threshold;
     entry["protocol"] = c.protocol;
     entry["http2"] = {{"max_concurrent_streams", c.http2.max_concurrent_streams},

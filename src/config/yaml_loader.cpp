@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
@@ -53,6 +54,7 @@ class Loader : public ValueReader {
   std::optional<Endpoint> load_endpoint(const Value& v);
   void load_hash_on(const Value& v, HashOn& out);
   void load_outlier_detection(const Value& v, OutlierDetection& out);
+  void load_health_check(const Value& v, const Cluster& cluster, HealthCheck& out);
   void load_routes(const Value& v, Config& c);
   void load_route(const Value& v, std::size_t index, Route& r);
   void load_match(const Value& v, RouteMatch& m);
@@ -363,7 +365,7 @@ void Loader::load_clusters(const Value& v, Config& c) {
     cl.loc = item.loc;
     const auto f = fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
                                  "idle_timeout", "lb_policy", "hash_on", "outlier_detection",
-                                 "panic_threshold", "tls", "protocol", "http2"});
+                                 "health_check", "panic_threshold", "tls", "protocol", "http2"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) cl.name = std::move(*s);
@@ -458,7 +460,93 @@ void Loader::load_clusters(const Value& v, Config& c) {
         }
       }
     }
+    // After protocol and tls: a gRPC check needs HTTP/2.
+    if (const auto* h = f->get("health_check")) load_health_check(*h, cl, cl.health_check);
     c.clusters.push_back(std::move(cl));
+  }
+}
+
+// `health_check`: {http: {path, host, expected_statuses}} | {tcp: {}} | {grpc: {service}}, with
+// interval, timeout, unhealthy_threshold and healthy_threshold.
+void Loader::load_health_check(const Value& v, const Cluster& cluster, HealthCheck& out) {
+  const auto f = fields(v, {"http", "tcp", "grpc", "interval", "timeout", "unhealthy_threshold",
+                            "healthy_threshold"});
+  if (!f) return;
+  int kinds = 0;
+  for (const char* k : {"http", "tcp", "grpc"})
+    kinds += f->get(k) != nullptr ? 1 : 0;
+  if (kinds != 1) {
+    error(v, kinds == 0 ? "needs one of http, tcp, grpc" : "set exactly one of http, tcp, grpc");
+    return;
+  }
+  if (const auto* h = f->get("http")) {
+    out.kind = HealthCheck::Kind::Http;
+    if (!h->node.IsNull()) {
+      if (const auto hf = fields(*h, {"path", "host", "expected_statuses"})) {
+        if (const auto* p = hf->get("path")) {
+          if (auto s = string(*p)) {
+            if (s->empty() || s->front() != '/' || s->find_first_of(" \r\n\t") != std::string::npos)
+              error(*p, "must start with '/' and hold no spaces or control characters");
+            else
+              out.path = std::move(*s);
+          }
+        }
+        if (const auto* p = hf->get("host")) {
+          if (auto s = string(*p)) {
+            if (s->find_first_of(" \r\n\t/") != std::string::npos)
+              error(*p, "not a host name");
+            else
+              out.host = std::move(*s);
+          }
+        }
+        if (const auto* e = hf->get("expected_statuses")) {
+          if (const auto items = list(*e)) {
+            out.expected_statuses.clear();
+            if (items->empty()) error(*e, "at least one status or range");
+            for (const Value& item : *items) {
+              const auto s =
+                  item.node.IsScalar() ? std::optional(item.node.Scalar()) : std::nullopt;
+              int lo = 0;
+              int hi = 0;
+              char dash = 0;
+              char extra = 0;
+              const int n = s ? std::sscanf(s->c_str(), "%d%c%d%c", &lo, &dash, &hi, &extra) : 0;
+              if (n == 1) hi = lo;
+              if (!((n == 1) || (n == 3 && dash == '-')) || lo < 100 || hi > 599 || lo > hi) {
+                error(item, "expected a status (200) or a range (\"200-399\") within 100-599");
+                continue;
+              }
+              out.expected_statuses.emplace_back(lo, hi);
+            }
+          }
+        }
+      }
+    }
+  } else if (const auto* t = f->get("tcp")) {
+    out.kind = HealthCheck::Kind::Tcp;
+    if (!t->node.IsNull()) fields(*t, {});
+  } else if (const auto* g = f->get("grpc")) {
+    out.kind = HealthCheck::Kind::Grpc;
+    if (!g->node.IsNull()) {
+      if (const auto gf = fields(*g, {"service", "host"})) {
+        if (const auto* p = gf->get("service")) {
+          if (auto s = string(*p)) out.service = std::move(*s);
+        }
+        if (const auto* p = gf->get("host")) {
+          if (auto s = string(*p)) out.host = std::move(*s);
+        }
+      }
+    }
+    if (cluster.protocol == "http1")
+      error(*g, "a grpc health check needs the cluster's protocol to be h2c or h2 (it is http1)");
+  }
+  set_duration(*f, "interval", out.interval);
+  set_duration(*f, "timeout", out.timeout);
+  set_int(*f, "unhealthy_threshold", out.unhealthy_threshold, 1, 1000);
+  set_int(*f, "healthy_threshold", out.healthy_threshold, 1, 1000);
+  if (out.interval < Duration{100}) {
+    const Value* where = f->get("interval");
+    error(where != nullptr ? *where : v, "must be at least 100ms");
   }
 }
 

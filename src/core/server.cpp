@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <thread>
 
 #include <spdlog/fmt/ranges.h>
@@ -29,6 +30,7 @@
 #include "core/sd_notify.h"
 #include "core/worker.h"
 #include "observability/access_log.h"
+#include "upstream/health_check.h"
 
 namespace turnpike::core {
 
@@ -135,6 +137,18 @@ int run_server(config::Config cfg) {
     return 1;
   }
   Generations generations(std::move(first));
+  // Active health checks: one checker thread for the process, told each snapshot put in force.
+  upstream::HealthChecker health_checker;
+  auto check_health = [&](const Snapshot& snap) {
+    std::vector<upstream::HealthTarget> targets;
+    for (std::size_t i = 0; i < snap.config.clusters.size(); ++i) {
+      auto t = upstream::health_targets(snap.config.clusters[i], snap.cluster_hosts[i],
+                                        snap.cluster_tls[i]);
+      std::move(t.begin(), t.end(), std::back_inserter(targets));
+    }
+    health_checker.update(std::move(targets));
+  };
+  check_health(*generations.current());
   // The snapshot in force; also referenced by `generations`, which holds every live one.
   auto current = [&]() -> const SnapshotPtr& { return generations.current(); };
   ReloadStatus reload_status(*current());
@@ -300,6 +314,7 @@ int run_server(config::Config cfg) {
         bound.push_back(std::move(b));
       }
       generations.add(outcome.snapshot);
+      check_health(*outcome.snapshot);
       spdlog::info("reload ({}): applied generation {}", trigger, current()->generation);
       // Not from inside the watcher's own callback: it may be replaced.
       asio::post(control, sync_watcher);

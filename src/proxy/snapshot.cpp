@@ -77,16 +77,26 @@ nlohmann::json Snapshot::clusters_json() const {
       const upstream::HostState& h = *hosts.hosts[k];
       const auto until = upstream::ejected_until(h);
       const bool ejected = until != Clock::time_point::max() && until > now;
-      if (!ejected) ++usable;
+      const bool unhealthy = h.unhealthy.load(std::memory_order_relaxed);
+      if (!ejected && !unhealthy) ++usable;
+      // state: unhealthy (active checks fail) wins over ejected (passive).
       nlohmann::json e = {
           {"address", h.label},
           {"weight", c.endpoints[k].weight},
-          {"state", ejected ? "ejected" : "healthy"},
+          {"state", unhealthy ? "unhealthy"
+                    : ejected ? "ejected"
+                              : "healthy"},
           {"consecutive_5xx", h.consecutive_5xx.load(std::memory_order_relaxed)},
           {"consecutive_gateway_failures",
            h.consecutive_gateway_failures.load(std::memory_order_relaxed)},
           {"ejections", h.ejections.load(std::memory_order_relaxed)},
       };
+      if (c.health_check.kind != config::HealthCheck::Kind::None)
+        e["health_check"] = {
+            {"healthy", !unhealthy},
+            {"failures_in_a_row", h.check_failures.load(std::memory_order_relaxed)},
+            {"checks", h.checks.load(std::memory_order_relaxed)},
+        };
       if (ejected)
         e["ejected_for_ms"] =
             std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();

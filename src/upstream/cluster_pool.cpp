@@ -55,15 +55,7 @@ ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor e
     st.endpoint = tcp::endpoint(asio::ip::make_address(e.address), e.port);
     st.label = endpoint_label(e);
     st.weight = e.weight;
-    if (cluster.tls) {
-      // server_name, else the endpoint's host as written ("api.internal:443" -> api.internal).
-      st.tls_name = cluster.tls->server_name;
-      if (st.tls_name.empty()) {
-        std::string host = e.written.substr(0, e.written.rfind(':'));
-        if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
-        st.tls_name = host;
-      }
-    }
+    st.tls_name = endpoint_tls_name(cluster, e);
     st.index = endpoints_.size();
     endpoints_.push_back(std::move(st));
   }
@@ -108,10 +100,11 @@ void ClusterPool::refresh(std::chrono::steady_clock::time_point now) noexcept {
   std::size_t usable = endpoints_.size();
   for (std::size_t i = 0; i < hosts_.hosts.size(); ++i) {
     HostState& h = *hosts_.hosts[i];
-    if (!is_ejected(h, *hosts_.health, now)) continue;
+    const bool ejected = is_ejected(h, *hosts_.health, now);
+    if (!ejected && !h.unhealthy.load(std::memory_order_relaxed)) continue;
     usable_[i] = 0;
     --usable;
-    next_return_ = std::min(next_return_, ejected_until(h));
+    if (ejected) next_return_ = std::min(next_return_, ejected_until(h));
   }
   // Below panic_threshold, balance over every endpoint rather than overload the few left.
   const bool panic = below_panic_threshold(usable, endpoints_.size(), config_->panic_threshold);

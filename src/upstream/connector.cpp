@@ -20,7 +20,8 @@ constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 
 asio::awaitable<Connection> connect(const tcp::endpoint& endpoint,
                                     std::chrono::milliseconds timeout, tls::ClientContext* tls,
-                                    const std::string& tls_name, bool h2, std::string_view label) {
+                                    const std::string& tls_name, bool h2, std::string_view label,
+                                    bool quiet) {
   Connection c(co_await asio::this_coro::executor);
   // Closing the socket ends whichever step is in flight; the deadline cannot outlive this frame.
   support::ScopedDeadline deadline(c.socket.get_executor(), timeout, [&c] {
@@ -46,8 +47,9 @@ asio::awaitable<Connection> connect(const tcp::endpoint& endpoint,
   std::tie(ec) = co_await c.tls->async_handshake(asio::ssl::stream_base::client, kAwait);
   if (ec) {
     const bool timed_out = deadline.expired();
-    spdlog::warn("upstream TLS handshake with {} (as '{}') failed: {}", label, tls_name,
-                 timed_out ? "timed out" : tls::client_failure(ssl, ec));
+    if (!quiet)
+      spdlog::warn("upstream TLS handshake with {} (as '{}') failed: {}", label, tls_name,
+                   timed_out ? "timed out" : tls::client_failure(ssl, ec));
     c.ec = timed_out ? error_code(asio::error::timed_out) : ec;
     co_return c;
   }
@@ -56,8 +58,9 @@ asio::awaitable<Connection> connect(const tcp::endpoint& endpoint,
     unsigned int alpn_len = 0;
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
     if (alpn_len != 2 || alpn[0] != 'h' || alpn[1] != '2') {
-      spdlog::warn("upstream {} (as '{}') did not agree to HTTP/2 by ALPN (cluster protocol h2)",
-                   label, tls_name);
+      if (!quiet)
+        spdlog::warn("upstream {} (as '{}') did not agree to HTTP/2 by ALPN (cluster protocol h2)",
+                     label, tls_name);
       c.ec = asio::error::no_protocol_option;
     }
   }

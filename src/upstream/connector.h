@@ -32,10 +32,11 @@ struct Connection {
 };
 
 /// `h2`: with TLS, ALPN must select h2 (the cluster's protocol is h2). `label` names the
-/// endpoint in log lines.
+/// endpoint in log lines; `quiet`: no log line of its own (health checks report failures as
+/// transitions, not on every attempt).
 boost::asio::awaitable<Connection> connect(const boost::asio::ip::tcp::endpoint& endpoint,
                                            std::chrono::milliseconds timeout,
                                            tls::ClientContext* tls, const std::string& tls_name,
-                                           bool h2, std::string_view label);
+                                           bool h2, std::string_view label, bool quiet = false);
 
 }  // namespace turnpike::upstream

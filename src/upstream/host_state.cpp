@@ -35,6 +35,17 @@ std::string endpoint_label(const config::Endpoint& e) {
                                                   : e.address + ":" + std::to_string(e.port);
 }
 
+std::string endpoint_host(const config::Endpoint& e) {
+  std::string host = e.written.substr(0, e.written.rfind(':'));
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return host;
+}
+
+std::string endpoint_tls_name(const config::Cluster& cluster, const config::Endpoint& e) {
+  if (!cluster.tls) return {};
+  return cluster.tls->server_name.empty() ? endpoint_host(e) : cluster.tls->server_name;
+}
+
 ClusterHosts hosts_for(const config::Cluster& cluster) {
   Registry& r = registry();
   std::lock_guard lock(r.mu);  // snapshot builds only (control thread), never per request

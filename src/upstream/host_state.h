@@ -31,6 +31,11 @@ struct HostState {
   std::atomic<std::uint32_t> times_ejected{0};
   std::atomic<std::uint64_t> ejections{0};  // in total, for /clusters and logs
   std::atomic<bool> refusal_logged{false};  // "not ejected (max_ejection_percent)": once
+  // Active health checks (upstream/health_check.h): written by the checker thread only.
+  std::atomic<bool> unhealthy{false};            // failed unhealthy_threshold checks in a row
+  std::atomic<bool> checked{false};              // a health check runs for it
+  std::atomic<std::uint32_t> check_failures{0};  // in a row
+  std::atomic<std::uint64_t> checks{0};          // in total
   // Any of the above not at rest (a count above zero, a refusal logged): a success has
   // something to reset. One load on the request path when all is well.
   std::atomic<bool> dirty{false};
@@ -55,6 +60,10 @@ ClusterHosts hosts_for(const config::Cluster& cluster);
 
 /// "10.0.0.7:8080" or "[::1]:8080": an endpoint's identity in logs, state and hashing.
 std::string endpoint_label(const config::Endpoint& e);
+/// The endpoint's host as written ("api.internal:443" -> "api.internal", "[::1]:80" -> "::1").
+std::string endpoint_host(const config::Endpoint& e);
+/// With TLS: the name sent as SNI and verified (tls.server_name, else the host as written).
+std::string endpoint_tls_name(const config::Cluster& cluster, const config::Endpoint& e);
 
 /// panic_threshold's rule: fewer than `threshold_percent` of `total` endpoints usable.
 inline bool below_panic_threshold(std::size_t usable, std::size_t total,

@@ -11,6 +11,7 @@ Standard library only; run with Debian's /usr/bin/python3.
 """
 
 import atexit
+import collections
 import fcntl
 import glob
 import json
@@ -470,8 +471,13 @@ class CannedBackend:
     `delay` seconds, naming itself in X-Upstream-Name like turnpike-echo. For backends the echo
     server cannot play: one that is always slow, or always fails. Stop it with stop()."""
 
-    def __init__(self, name, status=200, delay=0.0):
+    def __init__(self, name, status=200, delay=0.0, paths=None):
         import http.server
+        # Per-path statuses (e.g. {"/healthz": 200}), changeable while it runs; GETs of a path
+        # it does not list answer `status`. `hits` counts GETs per path.
+        self.paths = dict(paths or {})
+        self.hits = collections.Counter()
+        outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -479,8 +485,11 @@ class CannedBackend:
             def do_GET(self):
                 if delay:
                     time.sleep(delay)
-                body = b"%d\n" % status
-                self.send_response(status)
+                path = self.path.split("?")[0]
+                outer.hits[path] += 1
+                st = outer.paths.get(path, status)
+                body = b"%d\n" % st
+                self.send_response(st)
                 self.send_header("X-Upstream-Name", name)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

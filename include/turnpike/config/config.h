@@ -225,6 +225,25 @@ struct OutlierDetection {
   std::uint32_t max_ejection_percent = 50;  // 0..100
 };
 
+/// `clusters[].health_check`: active checks of every endpoint, by one checker per process
+/// (not one per worker), off the worker threads. Exactly one of `http`, `tcp`, `grpc`. An
+/// endpoint failing unhealthy_threshold checks in a row leaves balancing until it passes
+/// healthy_threshold in a row. Endpoints start healthy (no warm-up), and keep their health
+/// across a reload that keeps them and their check.
+struct HealthCheck {
+  enum class Kind { None, Http, Tcp, Grpc };
+  Kind kind = Kind::None;
+  std::string path = "/";  // http: the request path (GET)
+  std::string host;        // http, grpc: Host / :authority; empty: the endpoint's host as written
+  /// http: statuses that pass, as inclusive ranges ("200-399", 204).
+  std::vector<std::pair<int, int>> expected_statuses{{200, 399}};
+  std::string service;       // grpc: grpc.health.v1 service name ("": the server as a whole)
+  Duration interval{5'000};  // 100ms..24h, plus up to 10% jitter
+  Duration timeout{1'000};   // one check, connect included; at most interval
+  std::uint32_t unhealthy_threshold = 2;  // 1..1000
+  std::uint32_t healthy_threshold = 2;    // 1..1000
+};
+
 /// `clusters[]`. Timeouts: > 0 and at most 24h.
 struct Cluster {
   std::string name;                 // required, unique
@@ -239,6 +258,7 @@ struct Cluster {
   std::string lb_policy = "round_robin";
   HashOn hash_on;  // required by ring_hash and maglev, refused by the others
   OutlierDetection outlier_detection;
+  HealthCheck health_check;  // kind None: no active checks
   /// `panic_threshold`: 0..100 (percent). When fewer than this share of the endpoints are
   /// usable (the others ejected), balance over all of them rather than overload the few left.
   std::uint32_t panic_threshold = 50;

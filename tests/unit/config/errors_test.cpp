@@ -346,6 +346,35 @@ clusters:
        "t.yaml:6:22: clusters[0].panic_threshold: must be between 0 and 100, got 101"});
 }
 
+TEST(Errors, HealthCheck) {
+  expect_errors(
+      R"(listeners: [{listen: "127.0.0.1:1"}]
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:9"], health_check: {interval: 1s}}
+  - {name: b, endpoints: ["127.0.0.1:9"], health_check: {http: {}, tcp: {}}}
+  - {name: c, endpoints: ["127.0.0.1:9"], health_check: {grpc: {}}}
+  - {name: d, endpoints: ["127.0.0.1:9"], health_check: {http: {path: healthz}}}
+  - {name: e, endpoints: ["127.0.0.1:9"], health_check: {http: {expected_statuses: [2xx, "400-300"]}}}
+  - {name: f, endpoints: ["127.0.0.1:9"], health_check: {tcp: {}, interval: 10ms, healthy_threshold: 0}}
+  - {name: g, endpoints: ["127.0.0.1:9"], health_check: {htpp: {}}}
+)",
+      {"t.yaml:3:57: clusters[0].health_check: needs one of http, tcp, grpc",
+       "t.yaml:4:57: clusters[1].health_check: set exactly one of http, tcp, grpc",
+       "t.yaml:5:64: clusters[2].health_check.grpc: a grpc health check needs the cluster's "
+       "protocol to be h2c or h2 (it is http1)",
+       "t.yaml:6:71: clusters[3].health_check.http.path: must start with '/' and hold no spaces "
+       "or control characters",
+       "t.yaml:7:85: clusters[4].health_check.http.expected_statuses[0]: expected a status (200) "
+       "or a range (\"200-399\") within 100-599",
+       "t.yaml:7:90: clusters[4].health_check.http.expected_statuses[1]: expected a status (200) "
+       "or a range (\"200-399\") within 100-599",
+       "t.yaml:8:77: clusters[5].health_check.interval: must be at least 100ms",
+       "t.yaml:8:102: clusters[5].health_check.healthy_threshold: must be between 1 and 1000, got "
+       "0",
+       "t.yaml:9:57: clusters[6].health_check: needs one of http, tcp, grpc",
+       "t.yaml:9:58: clusters[6].health_check: unknown key 'htpp' (did you mean 'http'?)"});
+}
+
 TEST(Errors, RespondHeaders) {
   expect_errors(with_routes(R"(  - respond:
       headers: {Content-Length: "5", content-type: x, X-A: "a

@@ -313,6 +313,54 @@ routes:
   EXPECT_FALSE(c.clusters[2].outlier_detection.enabled);
 }
 
+TEST(Load, HealthCheck) {
+  const Config c = expect_valid(R"(listeners:
+  - listen: 127.0.0.1:1
+clusters:
+  - {name: none, endpoints: ["127.0.0.1:9001"]}
+  - name: http
+    endpoints: ["127.0.0.1:9001"]
+    health_check:
+      http: {path: /healthz, host: health.internal, expected_statuses: ["200-299", 304]}
+      interval: 2s
+      timeout: 3s
+      unhealthy_threshold: 3
+      healthy_threshold: 1
+  - {name: tcp, endpoints: ["127.0.0.1:9001"], health_check: {tcp: {}}}
+  - name: grpc
+    endpoints: ["127.0.0.1:9001"]
+    protocol: h2c
+    health_check: {grpc: {service: pkg.Svc}}
+  - {name: defaults, endpoints: ["127.0.0.1:9001"], health_check: {http: }}
+routes:
+  - backend: none
+)");
+  using Kind = config::HealthCheck::Kind;
+  EXPECT_EQ(c.clusters[0].health_check.kind, Kind::None);
+  const auto& h = c.clusters[1].health_check;
+  EXPECT_EQ(h.kind, Kind::Http);
+  EXPECT_EQ(h.path, "/healthz");
+  EXPECT_EQ(h.host, "health.internal");
+  const std::vector<std::pair<int, int>> statuses{{200, 299}, {304, 304}};
+  EXPECT_EQ(h.expected_statuses, statuses);
+  EXPECT_EQ(h.interval, seconds(2));
+  EXPECT_EQ(h.timeout, seconds(3));
+  EXPECT_EQ(h.unhealthy_threshold, 3U);
+  EXPECT_EQ(h.healthy_threshold, 1U);
+  EXPECT_EQ(c.clusters[2].health_check.kind, Kind::Tcp);
+  EXPECT_EQ(c.clusters[3].health_check.kind, Kind::Grpc);
+  EXPECT_EQ(c.clusters[3].health_check.service, "pkg.Svc");
+  const auto& d = c.clusters[4].health_check;
+  EXPECT_EQ(d.kind, Kind::Http);
+  EXPECT_EQ(d.path, "/");
+  const std::vector<std::pair<int, int>> default_statuses{{200, 399}};
+  EXPECT_EQ(d.expected_statuses, default_statuses);
+  EXPECT_EQ(d.interval, seconds(5));
+  EXPECT_EQ(d.timeout, seconds(1));
+  EXPECT_EQ(d.unhealthy_threshold, 2U);
+  EXPECT_EQ(d.healthy_threshold, 2U);
+}
+
 TEST(Load, DigestIsSha256OfText) {
   const Config c = expect_valid(testing::kPreamble);
   EXPECT_EQ(c.digest.size(), 64U);
