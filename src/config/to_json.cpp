@@ -179,6 +179,10 @@ nlohmann::json to_json(const Config& config) {
       check["healthy_threshold"] = hc.healthy_threshold;
       entry["health_check"] = std::move(check);
     }
+    entry["limits"] = {{"max_connections", c.limits.max_connections},
+                       {"max_pending_requests", c.limits.max_pending_requests},
+                       {"max_requests", c.limits.max_requests},
+                       {"max_retries", c.limits.max_retries}};
     entry["panic_threshold"] = c.panic_threshold;
     entry["protocol"] = c.protocol;
     entry["http2"] = {{"max_concurrent_streams", c.http2.max_concurrent_streams},

@@ -363,9 +363,10 @@ void Loader::load_clusters(const Value& v, Config& c) {
   for (const Value& item : *items) {
     Cluster cl;
     cl.loc = item.loc;
-    const auto f = fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
-                                 "idle_timeout", "lb_policy", "hash_on", "outlier_detection",
-                                 "health_check", "panic_threshold", "tls", "protocol", "http2"});
+    const auto f =
+        fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
+                      "idle_timeout", "lb_policy", "hash_on", "outlier_detection", "health_check",
+                      "limits", "panic_threshold", "tls", "protocol", "http2"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) cl.name = std::move(*s);
@@ -458,6 +459,15 @@ void Loader::load_clusters(const Value& v, Config& c) {
           if (const auto n = size(*s, 64 * kKiB, 1024 * kMiB))
             cl.http2.connection_window_size = static_cast<std::uint32_t>(*n);
         }
+      }
+    }
+    if (const auto* l = f->get("limits")) {
+      if (const auto lf = fields(
+              *l, {"max_connections", "max_pending_requests", "max_requests", "max_retries"})) {
+        set_int(*lf, "max_connections", cl.limits.max_connections, 1, 1'000'000);
+        set_int(*lf, "max_pending_requests", cl.limits.max_pending_requests, 1, 1'000'000);
+        set_int(*lf, "max_requests", cl.limits.max_requests, 1, 1'000'000);
+        set_int(*lf, "max_retries", cl.limits.max_retries, 0, 1'000'000);
       }
     }
     // After protocol and tls: a gRPC check needs HTTP/2.

@@ -107,7 +107,7 @@ struct Worker::Impl {
         // posts), so the reactor's per-descriptor locking can go.
         io_owner(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)),
         io(*io_owner),
-        ctx(io.get_executor(), i, log),
+        ctx(io.get_executor(), i, log, n),
         proxy(ctx),
         sweep_timer(std::in_place, io),
         generation(snap->generation) {

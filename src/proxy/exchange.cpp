@@ -111,6 +111,7 @@ Exchange::Exchange(RequestState& x, const router::Route& route, upstream::Cluste
 
 Exchange::~Exchange() {
   if (ep_ != nullptr) pool_.request_ended(*ep_);
+  if (retrying_) pool_.retry_ended();
   x_.exchange = nullptr;
   x_.ctx.buffers().put(std::move(buf_));
 }
@@ -182,6 +183,12 @@ asio::awaitable<void> Exchange::run() {
     // A connect failure is retried only where another endpoint can take it: on a cluster of
     // one, a second connect would double the wait (connect_timeout) for the same answer.
     if (connect_failed ? pool_.endpoint_count() < 2 : !retryable(ec)) break;
+    // max_retries: past this worker's share of retries in flight, the failure stands.
+    if (!pool_.retry_started()) {
+      note_failure("retry not sent", "max_retries");
+      break;
+    }
+    retrying_ = true;
     if (conn_) {
       conn_->close();
       conn_.reset();
@@ -210,21 +217,36 @@ void Exchange::report_failure(const error_code& ec, bool connect_failed) noexcep
   const char* what = connect_failed                 ? "connect failed"
                      : ec == asio::error::timed_out ? "timed out"
                                                     : "connection failed";
-  try {  // the access log's list of failed tries
-    if (!x_.upstream_failures.empty()) x_.upstream_failures += '\n';
-    x_.upstream_failures += ep_->label;
-    x_.upstream_failures += ": ";
-    x_.upstream_failures += what;
-    x_.upstream_failures += " (";
-    x_.upstream_failures += ec.message();
-    x_.upstream_failures += ')';
-  } catch (...) {
-  }
+  note_failure(what, ec.message());
   if (!connect_failed && ec != asio::error::timed_out && reused_) return;
   pool_.report(*ep_, upstream::Outcome::GatewayFailure, what);
 }
 
+// The access log's list of failed tries: "endpoint: what (detail)", one per line.
+void Exchange::note_failure(std::string_view what, std::string_view detail) noexcept {
+  try {
+    if (!x_.upstream_failures.empty()) x_.upstream_failures += '\n';
+    x_.upstream_failures += ep_ != nullptr ? std::string_view(ep_->label) : x_.cluster;
+    x_.upstream_failures += ": ";
+    x_.upstream_failures += what;
+    x_.upstream_failures += " (";
+    x_.upstream_failures += detail;
+    x_.upstream_failures += ')';
+  } catch (...) {
+  }
+}
+
+// A cluster limit refused the request: 503, and RESOURCE_EXHAUSTED for gRPC clients.
+void Exchange::refuse(upstream::Overflow why) noexcept {
+  overflow_ = why;
+  x_.response_reason = "upstream_overflow";
+  x_.grpc_code = 8;  // RESOURCE_EXHAUSTED
+  note_failure("upstream overloaded", upstream::overflow_name(why));
+  fail(503, "upstream overloaded");
+}
+
 void Exchange::fail_upstream(const error_code& ec) noexcept {
+  if (failure_.status != 0) return;  // already failed, with its own reason
   if (ec == asio::error::timed_out) {
     x_.response_reason = "upstream_timeout";
     fail(504, "upstream timed out");
@@ -259,24 +281,46 @@ bool Exchange::begin_attempt(bool first_attempt) {
       return false;
     }
   }
+  up_start_ = Clock::now();
+  if (first_attempt) {
+    if (pool_.none_usable(up_start_)) {
+      x_.response_reason = "no_healthy_upstream";
+      note_failure("no healthy upstream", "every endpoint unhealthy or ejected");
+      fail(503, "no healthy upstream");
+      return false;
+    }
+    if (!pool_.admits_request()) {
+      refuse(upstream::Overflow::MaxRequests);
+      return false;
+    }
+  }
   const upstream::EndpointState* previous = ep_;  // a retry's: another endpoint, if one is usable
   if (ep_ != nullptr) pool_.request_ended(*ep_);
-  up_start_ = Clock::now();
   ep_ = &pool_.pick(hash_key(pool_.config().hash_on, x_), previous, up_start_);
   pool_.request_started(*ep_);
   ++x_.upstream_attempts;
   x_.upstream = ep_->label;
   // A request that must not run twice gets a pooled connection only if it still looks alive.
   auto lease = pool_.take(*ep_, first_attempt, !idempotent(x_.req.method));
+  if (lease.overflow != upstream::Overflow::None) {
+    refuse(lease.overflow);
+    return false;
+  }
   conn_ = std::move(lease.conn);
   reused_ = lease.reused;
   return true;
 }
 
-// A new HTTP/1.1 connection to the endpoint (none was pooled).
+// A new HTTP/1.1 connection to the endpoint (none was pooled), or one released by another
+// request while this one waited at max_connections.
 asio::awaitable<error_code> Exchange::connect() {
   auto lease = co_await pool_.connect(*ep_);
+  if (lease.overflow != upstream::Overflow::None) {
+    refuse(lease.overflow);
+    co_return asio::error::no_buffer_space;
+  }
   conn_ = std::move(lease.conn);
+  reused_ = lease.reused;
   co_return lease.ec;
 }
 
@@ -419,7 +463,13 @@ asio::awaitable<void> Exchange::answer_failure() {
     x_.s.reset();
     co_return;
   }
-  co_await error_reply(x_, failure_.status, failure_.error, kNoHeaders);
+  if (overflow_ != upstream::Overflow::None) {
+    // Which limit, for clients and operators (Envoy says x-envoy-overloaded).
+    const filters::HeaderList why{{"X-Turnpike-Overloaded", upstream::overflow_name(overflow_)}};
+    co_await error_reply(x_, failure_.status, failure_.error, why);
+  } else {
+    co_await error_reply(x_, failure_.status, failure_.error, kNoHeaders);
+  }
 }
 
 // ---- children -------------------------------------------------------------------------------

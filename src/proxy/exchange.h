@@ -58,6 +58,8 @@ class Exchange {
   bool begin_attempt(bool first_attempt);
   boost::asio::awaitable<boost::system::error_code> connect();
   void start_upload();
+  void note_failure(std::string_view what, std::string_view detail) noexcept;
+  void refuse(upstream::Overflow why) noexcept;
   void fail_upstream(const boost::system::error_code& ec) noexcept;
   void report_failure(const boost::system::error_code& ec, bool connect_failed) noexcept;
   boost::asio::awaitable<void> respond();
@@ -87,6 +89,8 @@ class Exchange {
   http::ResponseHead resp_;
   http::BodyRead first_;  // request body bytes that came with the head
   Failure failure_;
+  upstream::Overflow overflow_ = upstream::Overflow::None;  // refused by this cluster limit
+  bool retrying_ = false;  // a retry in flight (counted against max_retries)
   // Only while the request body streams up (most requests have none): constructing timers per
   // request is not free.
   std::optional<support::TaskGroup> children_;

@@ -38,10 +38,11 @@ std::string grpc_message(std::string_view text) {
 
 // A gateway answer to a gRPC client: HTTP 200 with the status in trailers-only form (one
 // HEADERS block), never an HTML or JSON body a gRPC client cannot read.
-void grpc_head(http::ResponseHead& head, int status, std::string_view message) {
+void grpc_head(http::ResponseHead& head, int status, int grpc_code, std::string_view message) {
   head.status = 200;
   head.headers.add("content-type", "application/grpc");
-  head.headers.add("grpc-status", std::to_string(http::grpc_status_for(status)));
+  head.headers.add("grpc-status",
+                   std::to_string(grpc_code >= 0 ? grpc_code : http::grpc_status_for(status)));
   head.headers.add("grpc-message", grpc_message(message));
   head.has_body = false;
 }
@@ -63,7 +64,7 @@ asio::awaitable<void> local_reply(RequestState& x, int status, std::string_view 
   }
   http::ResponseHead head;
   if (status >= 400 && is_grpc(x.req)) {
-    grpc_head(head, status,
+    grpc_head(head, status, x.grpc_code,
               x.grpc_error.empty() ? http::reason_phrase(status) : std::string_view(x.grpc_error));
     body = {};
   } else {

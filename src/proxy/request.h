@@ -64,6 +64,7 @@ struct RequestState final : PinnedStream, http::StreamObserver {
   std::unique_ptr<FilterRun> filters;  // only when the listener or the route has filters
   std::chrono::milliseconds filter_timeout = kListenerFilterTimeout;  // for suspended filters
   std::string grpc_error;        // the message of a gateway error, for gRPC clients
+  int grpc_code = -1;            // its gRPC status, when not the HTTP status's mapping
   Exchange* exchange = nullptr;  // the upstream exchange, while there is one
   bool client_gone = false;
   bool closed_for_generation = false;

@@ -53,8 +53,12 @@ SnapshotRef::~SnapshotRef() {
 }
 
 WorkerContext::WorkerContext(boost::asio::any_io_executor ex, unsigned index,
-                             observability::AccessLogSink* log_sink)
-    : ex_(std::move(ex)), index_(index), rng_(std::random_device{}()), log_(log_sink) {}
+                             observability::AccessLogSink* log_sink, unsigned workers)
+    : ex_(std::move(ex)),
+      index_(index),
+      workers_(workers),
+      rng_(std::random_device{}()),
+      log_(log_sink) {}
 
 WorkerContext::~WorkerContext() {
   log_.flush();
@@ -81,7 +85,8 @@ void WorkerContext::set_snapshot(SnapshotPtr snap) {
       pools_.erase(it);
       pool->rebind(c, tls, ws->shared->cluster_hosts[i]);
     } else {
-      pool = std::make_unique<upstream::ClusterPool>(c, ex_, tls, ws->shared->cluster_hosts[i]);
+      pool = std::make_unique<upstream::ClusterPool>(c, ex_, tls, ws->shared->cluster_hosts[i],
+                                                     workers_);
     }
     ws->pools.push_back(pool.get());
     next.emplace(std::move(key), std::move(pool));

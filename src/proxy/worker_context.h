@@ -101,8 +101,9 @@ class BufferPool {
 
 class WorkerContext {
  public:
+  /// `workers`: how many workers the process has (they share the clusters' limits).
   WorkerContext(boost::asio::any_io_executor ex, unsigned index,
-                observability::AccessLogSink* log_sink);
+                observability::AccessLogSink* log_sink, unsigned workers = 1);
   ~WorkerContext();
 
   /// Installs `snap` as current: pools of clusters with the same name and definition are kept.
@@ -140,6 +141,7 @@ class WorkerContext {
 
   boost::asio::any_io_executor ex_;
   unsigned index_;
+  unsigned workers_;
   WorkerSnapshot* current_ = nullptr;
   std::vector<std::unique_ptr<WorkerSnapshot>> live_;
   // Pools by cluster name; the key includes a digest of the definition so a changed cluster

@@ -1,7 +1,10 @@
 #include "upstream/cluster_pool.h"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -42,13 +45,82 @@ asio::awaitable<void> connect_h2(std::shared_ptr<http2::ClientConnection> conn,
 }
 }  // namespace
 
+struct EndpointSlots::Waiter {
+  explicit Waiter(const asio::any_io_executor& ex) : timer(ex) {}
+  asio::steady_timer timer;                       // expires at the deadline; cancelled when woken
+  std::shared_ptr<http1::ClientConnection> conn;  // handed over by release()
+  bool woken = false;
+};
+
+bool EndpointSlots::wake(std::shared_ptr<http1::ClientConnection> conn) noexcept {
+  if (waiters.empty()) return false;
+  Waiter* w = waiters.front();
+  waiters.pop_front();
+  w->woken = true;
+  w->conn = std::move(conn);
+  w->timer.cancel();
+  return true;
+}
+
+const char* overflow_name(Overflow o) noexcept {
+  switch (o) {
+    case Overflow::MaxConnections:
+      return "max_connections";
+    case Overflow::MaxPendingRequests:
+      return "max_pending_requests";
+    case Overflow::MaxRequests:
+      return "max_requests";
+    case Overflow::None:
+      break;
+  }
+  return "";
+}
+
+namespace {
+// This worker's share of a process-wide limit (at least 1 when the limit is).
+std::uint32_t share(std::uint32_t limit, unsigned workers) noexcept {
+  if (limit == 0) return 0;
+  return std::max<std::uint32_t>(1, (limit + workers - 1) / workers);
+}
+}  // namespace
+
+void ClusterPool::set_limits() noexcept {
+  const config::ClusterLimits& l = config_->limits;
+  max_connections_ = share(l.max_connections, workers_);
+  max_pending_ = share(l.max_pending_requests, workers_);
+  max_requests_ = share(l.max_requests, workers_);
+  max_retries_ = share(l.max_retries, workers_);
+}
+
+// A connection counted in its endpoint's slots while it exists: its deleter gives the slot
+// back and lets the first waiting request open one (the pool may be gone by then; the slots
+// are shared).
+template <class Conn, class... Args>
+std::shared_ptr<Conn> ClusterPool::make_connection(EndpointState& ep, Args&&... args) {
+  std::shared_ptr<EndpointSlots> slots = ep.slots;
+  ++slots->open;
+  try {
+    return std::shared_ptr<Conn>(new Conn(std::forward<Args>(args)...), [slots](Conn* c) noexcept {
+      delete c;
+      if (slots->open > 0) --slots->open;
+      slots->wake(nullptr);
+    });
+  } catch (...) {
+    --slots->open;
+    throw;
+  }
+}
+
 ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor ex,
-                         std::shared_ptr<tls::ClientContext> tls, ClusterHosts hosts)
+                         std::shared_ptr<tls::ClientContext> tls, ClusterHosts hosts,
+                         unsigned workers)
     : config_(&cluster),
       ex_(std::move(ex)),
       tls_(std::move(tls)),
+      workers_(std::max(1u, workers)),
       hosts_(std::move(hosts)),
       h2_(cluster.protocol != "http1") {
+  set_limits();
   endpoints_.reserve(cluster.endpoints.size());
   for (const auto& e : cluster.endpoints) {
     EndpointState st;
@@ -85,6 +157,7 @@ void ClusterPool::rebind(const config::Cluster& same_definition,
                          std::shared_ptr<tls::ClientContext> tls, ClusterHosts hosts) noexcept {
   config_ = &same_definition;
   tls_ = std::move(tls);
+  set_limits();
   if (hosts.hosts.size() == endpoints_.size()) {
     hosts_ = std::move(hosts);
     seen_version_ = ~std::uint64_t{0};  // look again
@@ -109,6 +182,7 @@ void ClusterPool::refresh(std::chrono::steady_clock::time_point now) noexcept {
   // Below panic_threshold, balance over every endpoint rather than overload the few left.
   const bool panic = below_panic_threshold(usable, endpoints_.size(), config_->panic_threshold);
   all_usable_ = usable == endpoints_.size() || panic;
+  none_usable_ = usable == 0 && !panic;
   if (panic != hosts_.health->panicking.load(std::memory_order_relaxed) &&
       hosts_.health->panicking.exchange(panic, std::memory_order_relaxed) != panic) {
     if (panic)
@@ -148,8 +222,14 @@ ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool p
         return lease;
       }
     }
+    // At max_connections with every connection full: refused (no queue for HTTP/2).
+    if (ep.slots->open >= max_connections_ && !ep.h2.empty()) {
+      lease.overflow = Overflow::MaxConnections;
+      return lease;
+    }
     // A new connection; the stream's request waits for it to be up.
-    auto c = std::make_shared<http2::ClientConnection>(ex_, h2_settings(config_->http2), ep.label);
+    auto c =
+        make_connection<http2::ClientConnection>(ep, ex_, h2_settings(config_->http2), ep.label);
     asio::co_spawn(
         ex_, connect_h2(c, ep.endpoint, config_->connect_timeout, tls_, ep.tls_name, ep.label),
         support::log_exception("upstream h2 connect",
@@ -176,6 +256,40 @@ ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool p
 
 asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep) {
   Lease lease;
+  const std::shared_ptr<EndpointSlots> slots = ep.slots;
+  // At max_connections: wait for one of this worker's connections to the endpoint to be
+  // released (it is handed over) or closed (a slot frees), in a bounded queue, with a deadline.
+  // A worker with none of its own opens one anyway, so that it is never left waiting on
+  // connections held by the other workers.
+  while (slots->open >= max_connections_ && slots->open > 0) {
+    if (pending_ >= max_pending_) {
+      lease.overflow = Overflow::MaxPendingRequests;
+      co_return lease;
+    }
+    EndpointSlots::Waiter w(ex_);
+    w.timer.expires_after(config_->connect_timeout);
+    slots->waiters.push_back(&w);
+    ++pending_;
+    struct Leave {  // out of the queue however the wait ends (the frame may be destroyed)
+      EndpointSlots& slots;
+      EndpointSlots::Waiter& w;
+      ClusterPool& pool;
+      ~Leave() {
+        if (!w.woken) std::erase(slots.waiters, &w);
+        --pool.pending_;
+      }
+    } leave{*slots, w, *this};
+    co_await w.timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (!w.woken) {
+      lease.overflow = Overflow::MaxConnections;
+      co_return lease;
+    }
+    if (w.conn) {
+      lease.conn = std::move(w.conn);
+      lease.reused = true;
+      co_return lease;
+    }
+  }
   const std::shared_ptr<tls::ClientContext> tls = tls_;  // (a reload may rebind tls_ meanwhile)
   Connection c = co_await upstream::connect(ep.endpoint, config_->connect_timeout, tls.get(),
                                             ep.tls_name, false, ep.label);
@@ -183,8 +297,8 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep) {
     lease.ec = c.ec;
     co_return lease;
   }
-  auto conn = c.tls ? std::make_shared<http1::ClientConnection>(std::move(c.tls))
-                    : std::make_shared<http1::ClientConnection>(std::move(c.socket));
+  auto conn = c.tls ? make_connection<http1::ClientConnection>(ep, std::move(c.tls))
+                    : make_connection<http1::ClientConnection>(ep, std::move(c.socket));
   conn->init();
   lease.conn = std::move(conn);
   co_return lease;
@@ -193,13 +307,15 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep) {
 asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool allow_reuse,
                                                          bool probe) {
   Lease lease = take(ep, allow_reuse, probe);
-  if (!lease.conn) lease = co_await connect(ep);
+  if (!lease.conn && lease.overflow == Overflow::None) lease = co_await connect(ep);
   co_return lease;
 }
 
 void ClusterPool::release(EndpointState& ep, std::shared_ptr<http::ClientStream> stream) noexcept {
   if (h2_) return;  // the stream ends here; its connection stays with the others
   auto conn = std::static_pointer_cast<http1::ClientConnection>(std::move(stream));
+  // A request waiting for a connection (max_connections) takes it at once.
+  if (conn->reusable() && ep.slots->wake(conn)) return;
   if (!conn->reusable() || ep.idle.size() >= config_->max_idle_per_endpoint) {
     conn->close();
     return;

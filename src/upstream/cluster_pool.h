@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,18 @@ class ClientContext;
 
 namespace turnpike::upstream {
 
+/// One endpoint's connections on this worker: how many are open (the codecs' objects alive),
+/// and the requests waiting for one while max_connections is reached. Shared with each
+/// connection's deleter, which may outlive the pool.
+struct EndpointSlots {
+  struct Waiter;
+  std::uint32_t open = 0;
+  std::deque<Waiter*> waiters;  // oldest first
+  /// A connection was released (handed to the first waiter) or closed (the first waiter may
+  /// open one). False: nobody waits.
+  bool wake(std::shared_ptr<http1::ClientConnection> conn) noexcept;
+};
+
 struct EndpointState {
   boost::asio::ip::tcp::endpoint endpoint;
   std::string label;     // "127.0.0.1:9001" for logs
@@ -40,15 +53,22 @@ struct EndpointState {
   std::size_t index = 0;  // in the cluster's endpoint list (and the balancer's hosts)
   std::vector<std::shared_ptr<http1::ClientConnection>> idle;
   std::vector<std::shared_ptr<http2::ClientConnection>> h2;  // multiplexed (protocol h2/h2c)
+  std::shared_ptr<EndpointSlots> slots = std::make_shared<EndpointSlots>();
 };
+
+/// Why a request was refused by the cluster's limits (clusters[].limits), or none.
+enum class Overflow { None, MaxConnections, MaxPendingRequests, MaxRequests };
+const char* overflow_name(Overflow o) noexcept;  // "max_connections"...
 
 class ClusterPool {
  public:
   /// `tls`: the cluster's TLS client context (null: cleartext). `hosts`: the endpoints'
   /// process-wide state (upstream/host_state.h), index-aligned with cluster.endpoints; none:
   /// private state (tests, admin probes).
+  /// `workers`: how many workers share the cluster's limits (each enforces its share).
   ClusterPool(const config::Cluster& cluster, boost::asio::any_io_executor ex,
-              std::shared_ptr<tls::ClientContext> tls = nullptr, ClusterHosts hosts = {});
+              std::shared_ptr<tls::ClientContext> tls = nullptr, ClusterHosts hosts = {},
+              unsigned workers = 1);
 
   const config::Cluster& config() const noexcept { return *config_; }
   /// Points the pool at an identical definition in a newer snapshot (the old one may be freed).
@@ -70,9 +90,32 @@ class ClusterPool {
     report_slow(ep, outcome, why);
   }
   /// A request is in flight on `ep` (least_request counts these), and no longer.
-  void request_started(EndpointState& ep) noexcept { ++active_[ep.index]; }
+  void request_started(EndpointState& ep) noexcept {
+    ++active_[ep.index];
+    ++active_total_;
+  }
   void request_ended(EndpointState& ep) noexcept {
-    if (active_[ep.index] > 0) --active_[ep.index];
+    if (active_[ep.index] > 0) {
+      --active_[ep.index];
+      --active_total_;
+    }
+  }
+  /// Room for one more request in flight (max_requests, this worker's share).
+  bool admits_request() const noexcept { return active_total_ < max_requests_; }
+  /// No endpoint usable at all (every one unhealthy or ejected, and panic_threshold 0): the
+  /// request is answered "no healthy upstream".
+  bool none_usable(std::chrono::steady_clock::time_point now) noexcept {
+    refresh(now);
+    return none_usable_;
+  }
+  /// A retry may start (max_retries, this worker's share); retry_ended() when it is over.
+  bool retry_started() noexcept {
+    if (retries_ >= max_retries_) return false;
+    ++retries_;
+    return true;
+  }
+  void retry_ended() noexcept {
+    if (retries_ > 0) --retries_;
   }
   std::size_t endpoint_count() const noexcept { return endpoints_.size(); }
   /// An exchange with `ep`. HTTP/1.1: a pooled connection that still looks alive, or a fresh
@@ -85,12 +128,16 @@ class ClusterPool {
     std::shared_ptr<http::ClientStream> conn;
     boost::system::error_code ec;
     bool reused = false;
+    Overflow overflow = Overflow::None;  // refused by a limit (no conn, no ec)
   };
   boost::asio::awaitable<Lease> acquire(EndpointState& ep, bool allow_reuse = true,
                                         bool probe = false);
   /// acquire() in two steps, so that the usual case costs no coroutine frame: take() lends a
   /// pooled HTTP/1.1 connection or an HTTP/2 stream without I/O (null `conn`: none, connect());
-  /// connect() opens a new HTTP/1.1 connection.
+  /// connect() opens a new HTTP/1.1 connection. At max_connections (this worker's share, with
+  /// at least one connection of its own to the endpoint), connect() waits up to connect_timeout
+  /// for one to be released or closed, in a queue bounded by max_pending_requests; HTTP/2
+  /// refuses at once when every connection is full. Refusals come back as `overflow`.
   Lease take(EndpointState& ep, bool allow_reuse, bool probe);
   boost::asio::awaitable<Lease> connect(EndpointState& ep);
   /// Returns an exchange that completed. HTTP/1.1: the connection is pooled, or closed if not
@@ -109,6 +156,18 @@ class ClusterPool {
   std::shared_ptr<tls::ClientContext> tls_;
   std::vector<EndpointState> endpoints_;
   std::vector<std::uint32_t> active_;  // requests in flight per endpoint (this worker's)
+  std::uint32_t active_total_ = 0;
+  std::uint32_t pending_ = 0;  // requests waiting for a connection (max_connections)
+  std::uint32_t retries_ = 0;  // retries in flight
+  // This worker's shares of the cluster's limits.
+  std::uint32_t max_connections_ = 0;
+  std::uint32_t max_pending_ = 0;
+  std::uint32_t max_requests_ = 0;
+  std::uint32_t max_retries_ = 0;
+  unsigned workers_ = 1;
+  void set_limits() noexcept;
+  template <class Conn, class... Args>
+  std::shared_ptr<Conn> make_connection(EndpointState& ep, Args&&... args);
   std::unique_ptr<LoadBalancer> lb_;
   // Which endpoints are usable, as this worker last saw the shared state: rebuilt when the
   // cluster's health version moves or the earliest ejection ends.
@@ -119,6 +178,7 @@ class ClusterPool {
   std::uint64_t seen_version_ = ~std::uint64_t{0};
   std::chrono::steady_clock::time_point next_return_ = std::chrono::steady_clock::time_point::max();
   bool all_usable_ = true;
+  bool none_usable_ = false;
   std::chrono::steady_clock::time_point last_probe_{};
   bool h2_ = false;
 };

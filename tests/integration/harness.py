@@ -475,14 +475,28 @@ class CannedBackend:
         import http.server
         # Per-path statuses (e.g. {"/healthz": 200}), changeable while it runs; GETs of a path
         # it does not list answer `status`. `hits` counts GETs per path.
+        # `active`/`max_active`: requests being answered now / at most at once.
         self.paths = dict(paths or {})
         self.hits = collections.Counter()
+        self.active = 0
+        self.max_active = 0
+        lock = threading.Lock()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):
+                with lock:
+                    outer.active += 1
+                    outer.max_active = max(outer.max_active, outer.active)
+                try:
+                    self.answer()
+                finally:
+                    with lock:
+                        outer.active -= 1
+
+            def answer(self):
                 if delay:
                     time.sleep(delay)
                 path = self.path.split("?")[0]

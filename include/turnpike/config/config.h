@@ -244,6 +244,15 @@ struct HealthCheck {
   std::uint32_t healthy_threshold = 2;    // 1..1000
 };
 
+/// `clusters[].limits`: circuit breakers, per process (each worker enforces its equal share,
+/// ceil(limit / workers), with no counter shared on the request path). 1..1000000 each.
+struct ClusterLimits {
+  std::uint32_t max_connections = 1024;       // open connections per endpoint
+  std::uint32_t max_pending_requests = 1024;  // waiting for a connection (max_connections)
+  std::uint32_t max_requests = 1024;          // in flight to the cluster
+  std::uint32_t max_retries = 3;              // retries in flight to the cluster; 0: none
+};
+
 /// `clusters[]`. Timeouts: > 0 and at most 24h.
 struct Cluster {
   std::string name;                 // required, unique
@@ -259,6 +268,7 @@ struct Cluster {
   HashOn hash_on;  // required by ring_hash and maglev, refused by the others
   OutlierDetection outlier_detection;
   HealthCheck health_check;  // kind None: no active checks
+  ClusterLimits limits;
   /// `panic_threshold`: 0..100 (percent). When fewer than this share of the endpoints are
   /// usable (the others ejected), balance over all of them rather than overload the few left.
   std::uint32_t panic_threshold = 50;

@@ -375,6 +375,17 @@ clusters:
        "t.yaml:9:58: clusters[6].health_check: unknown key 'htpp' (did you mean 'http'?)"});
 }
 
+TEST(Errors, ClusterLimits) {
+  expect_errors(
+      R"(listeners: [{listen: "127.0.0.1:1"}]
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:9"], limits: {max_requests: 0, max_conections: 5}}
+)",
+      {"t.yaml:3:66: clusters[0].limits.max_requests: must be between 1 and 1000000, got 0",
+       "t.yaml:3:69: clusters[0].limits: unknown key 'max_conections' (did you mean "
+       "'max_connections'?)"});
+}
+
 TEST(Errors, RespondHeaders) {
   expect_errors(with_routes(R"(  - respond:
       headers: {Content-Length: "5", content-type: x, X-A: "a

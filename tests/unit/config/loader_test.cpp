@@ -361,6 +361,29 @@ routes:
   EXPECT_EQ(d.healthy_threshold, 2U);
 }
 
+TEST(Load, ClusterLimits) {
+  const Config c = expect_valid(R"(listeners:
+  - listen: 127.0.0.1:1
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:9001"]}
+  - name: b
+    endpoints: ["127.0.0.1:9001"]
+    limits: {max_connections: 10, max_pending_requests: 20, max_requests: 30, max_retries: 0}
+routes:
+  - backend: a
+)");
+  const auto& a = c.clusters[0].limits;
+  EXPECT_EQ(a.max_connections, 1024U);
+  EXPECT_EQ(a.max_pending_requests, 1024U);
+  EXPECT_EQ(a.max_requests, 1024U);
+  EXPECT_EQ(a.max_retries, 3U);
+  const auto& b = c.clusters[1].limits;
+  EXPECT_EQ(b.max_connections, 10U);
+  EXPECT_EQ(b.max_pending_requests, 20U);
+  EXPECT_EQ(b.max_requests, 30U);
+  EXPECT_EQ(b.max_retries, 0U);
+}
+
 TEST(Load, DigestIsSha256OfText) {
   const Config c = expect_valid(testing::kPreamble);
   EXPECT_EQ(c.digest.size(), 64U);
