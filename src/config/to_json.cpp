@@ -74,6 +74,28 @@ json route_json(const Route& r) {
   }
   out["timeout"] = format_duration(r.timeout);
   out["idle_timeout"] = format_duration(r.idle_timeout);
+  if (r.retry) {
+    const RetryPolicy& p = *r.retry;
+    json on = json::array();
+    if (p.on_5xx)
+      on.push_back("5xx");
+    else if (p.on_gateway_error)
+      on.push_back("gateway-error");
+    if (p.on_connect_failure && !p.on_gateway_error) on.push_back("connect-failure");
+    if (p.on_reset && !p.on_gateway_error) on.push_back("reset");
+    if (p.on_refused_stream) on.push_back("refused-stream");
+    if (!p.statuses.empty()) on.push_back("retriable-status");
+    json retry = {
+        {"attempts", p.attempts},
+        {"on", on},
+        {"backoff",
+         {{"base", format_duration(p.backoff_base)}, {"max", format_duration(p.backoff_max)}}},
+        {"budget", {{"percent", p.budget_percent}, {"min_concurrency", p.budget_min_concurrency}}},
+        {"methods", p.methods}};
+    if (!p.statuses.empty()) retry["statuses"] = p.statuses;
+    if (p.per_try_timeout) retry["per_try_timeout"] = format_duration(*p.per_try_timeout);
+    out["retry"] = std::move(retry);
+  }
   out["websocket"] =
       r.websocket ? json{{"idle_timeout", format_duration(r.websocket_idle_timeout)}} : json(false);
   return out;

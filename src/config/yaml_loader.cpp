@@ -55,6 +55,7 @@ class Loader : public ValueReader {
   void load_hash_on(const Value& v, HashOn& out);
   void load_outlier_detection(const Value& v, OutlierDetection& out);
   void load_health_check(const Value& v, const Cluster& cluster, HealthCheck& out);
+  void load_retry(const Value& v, RetryPolicy& out);
   void load_routes(const Value& v, Config& c);
   void load_route(const Value& v, std::size_t index, Route& r);
   void load_match(const Value& v, RouteMatch& m);
@@ -476,6 +477,94 @@ void Loader::load_clusters(const Value& v, Config& c) {
   }
 }
 
+// `retry`: attempts, on, statuses, per_try_timeout, backoff {base, max}, budget {percent,
+// min_concurrency}, methods.
+void Loader::load_retry(const Value& v, RetryPolicy& out) {
+  const auto f =
+      fields(v, {"attempts", "on", "statuses", "per_try_timeout", "backoff", "budget", "methods"});
+  if (!f) return;
+  set_int(*f, "attempts", out.attempts, 1, 10);
+  if (const auto* on = f->get("on")) {
+    if (const auto items = list(*on)) {
+      static const std::vector<std::string_view> kOn = {
+          "connect-failure", "refused-stream", "reset", "gateway-error", "5xx", "retriable-status"};
+      out.on_connect_failure = out.on_refused_stream = out.on_reset = out.on_timeout =
+          out.on_gateway_error = out.on_5xx = false;
+      bool retriable_status = false;
+      for (const Value& item : *items) {
+        const auto s = string(item);
+        if (!s) continue;
+        if (*s == "connect-failure") {
+          out.on_connect_failure = true;
+        } else if (*s == "refused-stream") {
+          out.on_refused_stream = true;
+        } else if (*s == "reset") {
+          out.on_reset = true;
+        } else if (*s == "gateway-error" || *s == "5xx") {
+          out.on_connect_failure = out.on_reset = out.on_timeout = out.on_gateway_error = true;
+          if (*s == "5xx") out.on_5xx = true;
+        } else if (*s == "retriable-status") {
+          retriable_status = true;
+        } else {
+          error(item, "unknown retry condition '" + *s +
+                          "' (known: connect-failure, refused-stream, reset, gateway-error, "
+                          "5xx, retriable-status)" +
+                          did_you_mean(*s, kOn));
+        }
+      }
+      const Value* st = f->get("statuses");
+      if (retriable_status && st == nullptr) error(*on, "retriable-status needs a 'statuses' list");
+      if (!retriable_status && st != nullptr)
+        error(*st, "statuses apply only with 'retriable-status' in 'on'");
+    }
+  }
+  if (const auto* st = f->get("statuses")) {
+    if (const auto items = list(*st)) {
+      for (const Value& item : *items) {
+        if (auto n = integer(item, 100, 599)) out.statuses.push_back(static_cast<int>(*n));
+      }
+    }
+  }
+  if (f->get("per_try_timeout") != nullptr) {
+    Duration d{};
+    set_duration(*f, "per_try_timeout", d);
+    out.per_try_timeout = d;
+  }
+  if (const auto* b = f->get("backoff")) {
+    if (const auto bf = fields(*b, {"base", "max"})) {
+      set_duration(*bf, "base", out.backoff_base, Duration{1}, Duration{10'000});
+      set_duration(*bf, "max", out.backoff_max, Duration{1}, Duration{60'000});
+      if (out.backoff_max < out.backoff_base) {
+        const Value* where = bf->get("max");
+        error(where != nullptr ? *where : *b, "must be at least base");
+      }
+    }
+  }
+  if (const auto* b = f->get("budget")) {
+    if (const auto bf = fields(*b, {"percent", "min_concurrency"})) {
+      set_int(*bf, "percent", out.budget_percent, 0, 100);
+      set_int(*bf, "min_concurrency", out.budget_min_concurrency, 0, 1'000'000);
+    }
+  }
+  if (const auto* m = f->get("methods")) {
+    if (const auto items = list(*m)) {
+      out.methods.clear();
+      for (const Value& item : *items) {
+        auto s = string(item);
+        if (!s) continue;
+        const bool token = !s->empty() && std::all_of(s->begin(), s->end(), [](char c) {
+          return std::isupper(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+        });
+        if (!token) {
+          error(item, "'" + *s + "' is not an upper-case method name");
+          continue;
+        }
+        out.methods.push_back(std::move(*s));
+      }
+    }
+  }
+}
+
 // `health_check`: {http: {path, host, expected_statuses}} | {tcp: {}} | {grpc: {service}}, with
 // interval, timeout, unhealthy_threshold and healthy_threshold.
 void Loader::load_health_check(const Value& v, const Cluster& cluster, HealthCheck& out) {
@@ -704,9 +793,11 @@ void Loader::load_routes(const Value& v, Config& c) {
 void Loader::load_route(const Value& v, std::size_t index, Route& r) {
   r.loc = v.loc;
   r.name = "route-" + std::to_string(index);
-  const auto f = fields(v, {"name", "match", "backend", "backends", "rewrite", "timeout",
-                            "idle_timeout", "respond", "redirect", "websocket", "filters"});
+  const auto f =
+      fields(v, {"name", "match", "backend", "backends", "rewrite", "timeout", "idle_timeout",
+                 "retry", "respond", "redirect", "websocket", "filters"});
   if (!f) return;
+  if (const auto* rt = f->get("retry")) load_retry(*rt, r.retry.emplace());
   if (const auto* n = f->get("name")) {
     if (auto s = name(*n)) r.name = std::move(*s);
   }

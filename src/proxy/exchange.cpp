@@ -12,6 +12,7 @@
 #include "proxy/local_reply.h"
 #include "proxy/tunnel.h"
 #include "turnpike/http/date.h"
+#include "upstream/retry.h"
 
 namespace turnpike::proxy {
 
@@ -143,15 +144,32 @@ void Exchange::abort() noexcept {
   fail(-1, "request closed");
 }
 
-bool Exchange::retryable(const error_code& ec) const noexcept {
-  // Only a request that reached the upstream codec whole (nothing left to stream, so nothing
-  // consumed that could not be sent again) and got no response byte.
-  if (!conn_ || pumping_ || !upload_done_ || ec == asio::error::timed_out) return false;
-  if (conn_->response_bytes() != 0) return false;
-  if (conn_->refused()) return true;  // HTTP/2: the backend says it did not process it
-  // A pooled connection the backend closed while idle fails like this; it may also have
-  // received the request, so only a request that may run twice is sent again.
-  return reused_ && idempotent(x_.req.method);
+// What a failed try came to, for the retry decision (upstream/retry.h).
+upstream::TryResult Exchange::try_result(const error_code& ec, bool connect_failed) const noexcept {
+  using Kind = upstream::TryResult::Kind;
+  upstream::TryResult r;
+  if (!ec) {
+    r.kind = Kind::Status;
+    r.status = resp_.status;
+  } else if (connect_failed || !conn_) {
+    r.kind = Kind::ConnectFailure;
+  } else if (conn_->refused()) {
+    r.kind = Kind::Refused;  // HTTP/2: the backend says it did not process it
+  } else if (ec == asio::error::timed_out) {
+    r.kind = Kind::Timeout;
+  } else {
+    r.kind = Kind::Reset;
+    // A pooled connection the backend closed while idle fails like this, before any byte.
+    r.stale = reused_ && conn_->response_bytes() == 0;
+  }
+  return r;
+}
+
+// Whether the whole request can be sent again: nothing of it was sent (a failed connect), or
+// all of it reached the upstream codec from what this exchange still holds (the body bytes that
+// came with the head), so nothing was consumed that could not be sent twice.
+bool Exchange::replayable(bool connect_failed) const noexcept {
+  return connect_failed || (!pumping_ && upload_done_ && first_.last);
 }
 
 // ---- phases ---------------------------------------------------------------------------------
@@ -159,9 +177,20 @@ bool Exchange::retryable(const error_code& ec) const noexcept {
 // The phases that may suspend are awaited here (connect, send, receive, respond, join, answer);
 // the others are plain functions, so a request without a body pays for few coroutine frames.
 asio::awaitable<void> Exchange::run() {
+  upstream::RetryState retry(rc_.retry ? &*rc_.retry : nullptr, x_.req.method,
+                             pool_.endpoint_count());
+  // routes[].timeout bounds the wait for the response head across all tries.
+  const Clock::time_point head_deadline = Clock::now() + rc_.timeout;
   error_code ec;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    if (!begin_attempt(attempt == 0)) break;
+  bool timed_out_overall = false;  // the last try ran out of the route's timeout
+  for (bool first_attempt = true;; first_attempt = false) {
+    if (!begin_attempt(first_attempt)) break;
+    const Clock::time_point try_start = Clock::now();
+    const std::chrono::milliseconds try_timeout = retry.try_timeout(head_deadline, try_start);
+    // This try has what is left of the route's timeout: when it times out, so has the route.
+    // (try_timeout is whole milliseconds, rounded down.)
+    const bool last_chance =
+        try_start + try_timeout + std::chrono::milliseconds(1) >= head_deadline;
     bool connect_failed = false;
     if (!conn_) {
       ec = co_await connect();
@@ -171,36 +200,57 @@ asio::awaitable<void> Exchange::run() {
     const http::HeaderMap* trailers = first_.last ? x_.s.request_trailers() : nullptr;
     if (!ec)
       ec = co_await conn_->send_request(x_.req, target_, first, first_.last && !trailers,
-                                        rc_.timeout);
-    if (!ec && trailers) ec = co_await conn_->send_trailers(*trailers, rc_.timeout);
+                                        try_timeout);
+    if (!ec && trailers) ec = co_await conn_->send_trailers(*trailers, try_timeout);
     if (!ec) start_upload();
     const bool head_request = x_.req.method == "HEAD";
-    if (!ec) ec = co_await conn_->read_response_head(resp_, head_request, op_timeout(rc_.timeout));
-    if (ec && failure_.status == 0) report_failure(ec, connect_failed);
-    if (!ec || failure_.status != 0 || attempt == 1) break;
-    // Nothing was sent (the connect failed), or a stale pooled connection took a request that
-    // may run twice: once more, on another endpoint when there is one.
-    // A connect failure is retried only where another endpoint can take it: on a cluster of
-    // one, a second connect would double the wait (connect_timeout) for the same answer.
-    if (connect_failed ? pool_.endpoint_count() < 2 : !retryable(ec)) break;
-    // max_retries: past this worker's share of retries in flight, the failure stands.
-    if (!pool_.retry_started()) {
-      note_failure("retry not sent", "max_retries");
-      break;
+    if (!ec) ec = co_await conn_->read_response_head(resp_, head_request, op_timeout(try_timeout));
+    if (failure_.status != 0) break;
+    timed_out_overall = last_chance && ec == asio::error::timed_out;
+    // A response head whose status the route does not retry: the answer.
+    if (!ec && !retry.retriable_status(resp_.status)) break;
+    if (ec) report_failure(ec, connect_failed);
+    // The route's deadline passed: no time left for another try.
+    const bool deadline_passed =
+        (last_chance && ec == asio::error::timed_out) || Clock::now() >= head_deadline;
+    const upstream::TryResult result = try_result(ec, connect_failed);
+    if (deadline_passed || !retry.next(result, replayable(connect_failed))) break;
+    // max_retries and the retry budget: past them, the failure stands. One slot per exchange,
+    // however many retries it makes. A try that cannot have reached a backend (a failed connect,
+    // a refused stream, the keep-alive race) is sent again without one: it adds no load.
+    if (!retrying_ && result.may_have_reached_backend()) {
+      const char* refused = pool_.retry_started(retry.budget(pool_.active_requests()));
+      if (refused != nullptr) {
+        note_failure("retry not sent", refused);
+        break;
+      }
+      retrying_ = true;
     }
-    retrying_ = true;
+    if (!ec) {  // a retried answer: the client never sees it; a 5xx counts against the endpoint
+      if (resp_.status >= 500)
+        pool_.report(*ep_, upstream::Outcome::Status5xx, "status 5xx from the backend");
+      note_failure("status " + std::to_string(resp_.status), "retried");
+    }
     if (conn_) {
       conn_->close();
       conn_.reset();
     }
     ec = {};
+    resp_ = {};
+    const std::chrono::milliseconds wait = retry.backoff(x_.ctx.random());
+    if (wait.count() > 0) {
+      const bool waited =
+          co_await backoff(std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              head_deadline - Clock::now())));
+      if (!waited) break;
+    }
   }
   if (!ec && failure_.status == 0)
     pool_.report(*ep_,
                  resp_.status >= 500 ? upstream::Outcome::Status5xx : upstream::Outcome::Success,
                  "status 5xx from the backend");
   if (ec)
-    fail_upstream(ec);
+    fail_upstream(ec, retry.configured() && !timed_out_overall);
   else if (failure_.status == 0)
     head_received_ = true, touch();
   if (failure_.status == 0) co_await respond();
@@ -208,6 +258,16 @@ asio::awaitable<void> Exchange::run() {
   if (children_) co_await children_->join();
   release();
   if (failure_.status != 0) co_await answer_failure();
+}
+
+// The wait before a retry, on the watchdog's timer (idle between tries: no upload runs, or the
+// request would not be replayable), so that a client leaving (fail()) ends it. False when the
+// request failed meanwhile.
+asio::awaitable<bool> Exchange::backoff(std::chrono::milliseconds wait) {
+  if (!timer_) timer_.emplace(x_.ctx.executor());
+  timer_->expires_after(wait);
+  co_await timer_->async_wait(asio::as_tuple(asio::use_awaitable));
+  co_return failure_.status == 0;
 }
 
 // Outlier detection's view of a failed attempt: a connect failure, a timeout, or a reset on a
@@ -245,10 +305,11 @@ void Exchange::refuse(upstream::Overflow why) noexcept {
   fail(503, "upstream overloaded");
 }
 
-void Exchange::fail_upstream(const error_code& ec) noexcept {
+void Exchange::fail_upstream(const error_code& ec, bool per_try) noexcept {
   if (failure_.status != 0) return;  // already failed, with its own reason
   if (ec == asio::error::timed_out) {
-    x_.response_reason = "upstream_timeout";
+    // per_try_timeout ran out before the route's timeout did.
+    x_.response_reason = per_try ? "per_try_timeout" : "upstream_timeout";
     fail(504, "upstream timed out");
   } else if (!conn_) {
     x_.response_reason = "upstream_connect_failure";

@@ -28,6 +28,7 @@
 #include "turnpike/http/client_stream.h"
 #include "turnpike/router/route_table.h"
 #include "upstream/cluster_pool.h"
+#include "upstream/retry.h"
 
 namespace turnpike::proxy {
 
@@ -60,7 +61,11 @@ class Exchange {
   void start_upload();
   void note_failure(std::string_view what, std::string_view detail) noexcept;
   void refuse(upstream::Overflow why) noexcept;
-  void fail_upstream(const boost::system::error_code& ec) noexcept;
+  void fail_upstream(const boost::system::error_code& ec, bool per_try = false) noexcept;
+  boost::asio::awaitable<bool> backoff(std::chrono::milliseconds wait);
+  upstream::TryResult try_result(const boost::system::error_code& ec,
+                                 bool connect_failed) const noexcept;
+  bool replayable(bool connect_failed) const noexcept;
   void report_failure(const boost::system::error_code& ec, bool connect_failed) noexcept;
   boost::asio::awaitable<void> respond();
   boost::asio::awaitable<void> upgrade();
@@ -72,7 +77,6 @@ class Exchange {
   boost::asio::awaitable<void> upload();
   boost::asio::awaitable<void> watchdog();
 
-  bool retryable(const boost::system::error_code& ec) const noexcept;
   void fail(int status, std::string_view error) noexcept;
   void touch() noexcept { last_activity_ = Clock::now(); }
   void wake_watchdog() noexcept;

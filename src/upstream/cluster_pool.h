@@ -108,12 +108,16 @@ class ClusterPool {
     refresh(now);
     return none_usable_;
   }
-  /// A retry may start (max_retries, this worker's share); retry_ended() when it is over.
-  bool retry_started() noexcept {
-    if (retries_ >= max_retries_) return false;
+  /// A retry may start: below max_retries (this worker's share) and `budget` (the route's
+  /// retry budget for the requests in flight now; see RetryState::budget). Null when it may
+  /// (and it is counted: retry_ended() when it is over), else which cap refused it.
+  const char* retry_started(std::uint32_t budget) noexcept {
+    if (retries_ >= max_retries_) return "max_retries";
+    if (retries_ >= budget) return "retry budget";
     ++retries_;
-    return true;
+    return nullptr;
   }
+  std::uint32_t active_requests() const noexcept { return active_total_; }
   void retry_ended() noexcept {
     if (retries_ > 0) --retries_;
   }

@@ -467,7 +467,8 @@ class Stack:
 
 
 class CannedBackend:
-    """An HTTP/1.1 backend on loopback (a free port) that answers every GET with `status` after
+    """An HTTP/1.1 backend on loopback (a free port) that answers every GET (and POST or PUT, whose
+    body it reads) with `status` after
     `delay` seconds, naming itself in X-Upstream-Name like turnpike-echo. For backends the echo
     server cannot play: one that is always slow, or always fails. Stop it with stop()."""
 
@@ -496,6 +497,14 @@ class CannedBackend:
                     with lock:
                         outer.active -= 1
 
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                self.do_GET()
+
+            do_PUT = do_POST
+
             def answer(self):
                 if delay:
                     time.sleep(delay)
@@ -512,8 +521,14 @@ class CannedBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128  # the default 5 drops connects under a burst
+
+            def handle_error(self, request, client_address):
+                pass  # a client that left (a proxy's per-try timeout): not news
+
+        self.server = Server(("127.0.0.1", free_port()), Handler)
         self.port = self.server.server_address[1]
         self.addr = "127.0.0.1:%d" % self.port
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -2,8 +2,8 @@
 real slow backend: requests past max_requests are refused at once with a 503 JSON answer that
 says why (X-Turnpike-Overloaded), gRPC clients get RESOURCE_EXHAUSTED; at max_connections a
 request waits for a connection in a queue bounded by max_pending_requests and by
-connect_timeout, and the backend never sees more connections than the limit; max_retries: 0
-leaves a failed connect unretried; a cluster with every endpoint unhealthy and panic_threshold
+connect_timeout, and the backend never sees more connections than the limit; max_retries caps
+retries that may reach a backend (not a failed connect's); a cluster with every endpoint unhealthy and panic_threshold
 0 answers 503 "no healthy upstream". The access log says which (response_reason).
 """
 
@@ -115,20 +115,33 @@ class CircuitBreakerTest(h.TurnpikeCase):
         self.assertLess(took, h.scaled(2))
         self.assertEqual(backend.max_active, 1)
 
-    def test_max_retries_zero_leaves_a_failed_connect_unretried(self):
+    def test_max_retries_caps_retries_that_may_reach_a_backend(self):
+        bad = h.CannedBackend("bad", status=503)
+        self.addCleanup(bad.stop)
         echos = [self.stack.echo("e%d" % i) for i in range(2)]
-        tp = self.start(echos, {"max_retries": 0}, outlier_detection="off")
-        echos[0].proc.stop(sig=signal.SIGKILL)
+        cl = {"name": "pool", "connect_timeout": "1s", "outlier_detection": "off",
+              "limits": {"max_retries": 0}, "endpoints": [bad.addr] + [e.addr for e in echos]}
+        self.log_path = self.stack.path("access.log")
+        tp = self.stack.turnpike(h.config(
+            h.free_port(), [h.listener("public", h.free_port())], [cl],
+            [{"name": "all", "match": {"path_prefix": "/"}, "backend": "pool",
+              "retry": {"attempts": 2, "on": ["5xx"]}}],
+            workers=1, access_log=self.log_path))
+        # A 503 would be retried by the route, but max_retries 0 lets none go: the client sees it.
         statuses = [tp.get("/r%d" % i).status for i in range(6)]
-        # Round robin: every other request goes to the dead endpoint first, and stays failed.
-        self.assertIn(502, statuses)
-        self.assertIn(200, statuses)
-        failed = [e for e in self.log_lines(tp) if e["status"] == 502]
-        self.assertTrue(failed)
-        for e in failed:
+        self.assertEqual(statuses.count(503), 2, statuses)
+        # A failed connect is still sent elsewhere: nothing reached a backend, no load added.
+        echos[0].proc.stop(sig=signal.SIGKILL)
+        after = [tp.get("/k%d" % i).status for i in range(6)]
+        self.assertEqual(after.count(502), 0, after)
+        lines = self.log_lines(tp)
+        for e in (e for e in lines if e["status"] == 503):
             self.assertEqual(e["upstream_attempts"], 1, e)
-            self.assertIn("%s: retry not sent (max_retries)" % echos[0].addr,
-                          e["upstream_failures"], e)
+            self.assertEqual(e["upstream_failures"],
+                             ["%s: retry not sent (max_retries)" % bad.addr], e)
+        connect_retried = [e for e in lines if e["path"].startswith("/k") and
+                           e["upstream_attempts"] == 2]
+        self.assertTrue(connect_retried, lines)
 
     def test_no_healthy_upstream(self):
         backend = h.CannedBackend("b", paths={"/healthz": 503})

@@ -325,6 +325,32 @@ struct Redirect {
 };
 
 /// `routes[]`, tried in order. Exactly one action: backend/backends, respond or redirect.
+/// `routes[].retry`: when and how a failed try is sent again (to another endpoint when there
+/// is one). Without it, only what cannot have reached the backend is retried, once: a failed
+/// connect (in a cluster of two or more), an HTTP/2 stream the backend refused unprocessed, and
+/// an idempotent request on a pooled connection the backend had closed.
+struct RetryPolicy {
+  std::uint32_t attempts = 2;  // tries in all, the first included; 1..10
+  // `on`: connect-failure, refused-stream, reset, gateway-error (reset, per-try timeout, 502,
+  // 503, 504), 5xx (gateway-error and every 5xx), retriable-status (`statuses`).
+  bool on_connect_failure = true;
+  bool on_refused_stream = true;
+  bool on_reset = true;
+  bool on_timeout = true;
+  bool on_gateway_error = true;             // 502, 503, 504 responses
+  bool on_5xx = false;                      // every 5xx response
+  std::vector<int> statuses;                // retriable-status: these responses (100..599)
+  std::optional<Duration> per_try_timeout;  // each try's response head; within `timeout`
+  Duration backoff_base{25};                // full jitter: random(0, min(max, base * 2^n))
+  Duration backoff_max{250};
+  std::uint32_t budget_percent = 20;         // retries in flight at most this share of requests...
+  std::uint32_t budget_min_concurrency = 3;  // ...or this many, whichever is more
+  /// Methods whose requests may be sent again after they may have reached the backend (a
+  /// reset, a timeout, a retried status). Connect failures and refused streams are retried
+  /// for any method: nothing reached the backend.
+  std::vector<std::string> methods{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"};
+};
+
 struct Route {
   std::string name;  // default "route-N" (N = index); unique
   RouteMatch match;
@@ -337,6 +363,7 @@ struct Route {
   // this long ends the request (504 before the response head, a reset after); a stream is never
   // cut while data flows. > 0, at most 24h.
   Duration idle_timeout{60'000};
+  std::optional<RetryPolicy> retry;
   /// `websocket`: WebSocket upgrades (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) are tunnelled
   /// to the backend; `websocket: false` refuses them, `{idle_timeout: 5m}` closes a tunnel
   /// with no traffic either way for that long (1s..24h).

@@ -386,6 +386,24 @@ clusters:
        "'max_connections'?)"});
 }
 
+TEST(Errors, RouteRetry) {
+  expect_errors(with_routes(R"(  - backend: users
+    retry: {attempts: 0, on: [5xx, gatway-error], statuses: [503]}
+  - backend: users
+    retry: {on: [retriable-status], backoff: {base: 1s, max: 10ms}, methods: [get]}
+)"),
+                {"t.yaml:11:23: routes[0].retry.attempts: must be between 1 and 10, got 0",
+                 "t.yaml:11:36: routes[0].retry.on[1]: unknown retry condition 'gatway-error' "
+                 "(known: connect-failure, refused-stream, reset, gateway-error, 5xx, "
+                 "retriable-status) (did you mean 'gateway-error'?)",
+                 "t.yaml:11:61: routes[0].retry.statuses: statuses apply only with "
+                 "'retriable-status' in 'on'",
+                 "t.yaml:13:17: routes[1].retry.on: retriable-status needs a 'statuses' list",
+                 "t.yaml:13:62: routes[1].retry.backoff.max: must be at least base",
+                 "t.yaml:13:79: routes[1].retry.methods[0]: 'get' is not an upper-case method "
+                 "name"});
+}
+
 TEST(Errors, RespondHeaders) {
   expect_errors(with_routes(R"(  - respond:
       headers: {Content-Length: "5", content-type: x, X-A: "a

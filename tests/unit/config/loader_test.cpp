@@ -384,6 +384,54 @@ routes:
   EXPECT_EQ(b.max_retries, 0U);
 }
 
+TEST(Load, RouteRetry) {
+  const Config c = expect_valid(R"(listeners:
+  - listen: 127.0.0.1:1
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:9001"]}
+routes:
+  - {name: none, match: {path: /n}, backend: a}
+  - {name: defaults, match: {path: /d}, backend: a, retry: {}}
+  - name: full
+    backend: a
+    retry:
+      attempts: 4
+      on: [connect-failure, reset, retriable-status]
+      statuses: [429, 503]
+      per_try_timeout: 2s
+      backoff: {base: 10ms, max: 1s}
+      budget: {percent: 50, min_concurrency: 1}
+      methods: [GET, POST]
+)");
+  EXPECT_FALSE(c.routes[0].retry);
+  ASSERT_TRUE(c.routes[1].retry);
+  const auto& d = *c.routes[1].retry;
+  EXPECT_EQ(d.attempts, 2U);
+  EXPECT_TRUE(d.on_connect_failure && d.on_refused_stream && d.on_reset && d.on_timeout &&
+              d.on_gateway_error);
+  EXPECT_FALSE(d.on_5xx);
+  EXPECT_FALSE(d.per_try_timeout);
+  EXPECT_EQ(d.backoff_base, milliseconds(25));
+  EXPECT_EQ(d.backoff_max, milliseconds(250));
+  EXPECT_EQ(d.budget_percent, 20U);
+  EXPECT_EQ(d.budget_min_concurrency, 3U);
+  const std::vector<std::string> methods{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"};
+  EXPECT_EQ(d.methods, methods);
+  const auto& f = *c.routes[2].retry;
+  EXPECT_EQ(f.attempts, 4U);
+  EXPECT_TRUE(f.on_connect_failure && f.on_reset);
+  EXPECT_FALSE(f.on_refused_stream || f.on_timeout || f.on_gateway_error || f.on_5xx);
+  const std::vector<int> statuses{429, 503};
+  EXPECT_EQ(f.statuses, statuses);
+  EXPECT_EQ(f.per_try_timeout, seconds(2));
+  EXPECT_EQ(f.backoff_base, milliseconds(10));
+  EXPECT_EQ(f.backoff_max, seconds(1));
+  EXPECT_EQ(f.budget_percent, 50U);
+  EXPECT_EQ(f.budget_min_concurrency, 1U);
+  const std::vector<std::string> fm{"GET", "POST"};
+  EXPECT_EQ(f.methods, fm);
+}
+
 TEST(Load, DigestIsSha256OfText) {
   const Config c = expect_valid(testing::kPreamble);
   EXPECT_EQ(c.digest.size(), 64U);
