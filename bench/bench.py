@@ -465,9 +465,12 @@ INSTR_END = "<!-- instructions:end -->"
 # Written by hand from PROFILE=<scenario> bench/run.sh: where Turnpike's microseconds go.
 PROFILE_BEGIN = "<!-- profiles:begin -->"
 PROFILE_END = "<!-- profiles:end -->"
+# bench/failover_bench.py: an endpoint going bad and coming back.
+FAILOVER_BEGIN = "<!-- failover:begin -->"
+FAILOVER_END = "<!-- failover:end -->"
 KEPT_SECTIONS = ((RELOAD_BEGIN, RELOAD_END), (TLS_BEGIN, TLS_END), (H2_BEGIN, H2_END),
                  (FILTERS_BEGIN, FILTERS_END), (INSTR_BEGIN, INSTR_END),
-                 (PROFILE_BEGIN, PROFILE_END))
+                 (PROFILE_BEGIN, PROFILE_END), (FAILOVER_BEGIN, FAILOVER_END))
 
 
 def marked_section(text, begin, end):

@@ -74,6 +74,7 @@ json route_json(const Route& r) {
   }
   out["timeout"] = format_duration(r.timeout);
   out["idle_timeout"] = format_duration(r.idle_timeout);
+  if (r.mirror) out["mirror"] = {{"cluster", r.mirror->cluster}, {"percent", r.mirror->percent}};
   if (r.retry) {
     const RetryPolicy& p = *r.retry;
     json on = json::array();
@@ -196,6 +197,8 @@ nlohmann::json to_json(const Config& config) {
         check["grpc"] = {{"service", hc.service}, {"host", hc.host}};
       }
       check["interval"] = format_duration(hc.interval);
+      if (hc.unhealthy_interval)
+        check["unhealthy_interval"] = format_duration(*hc.unhealthy_interval);
       check["timeout"] = format_duration(hc.timeout);
       check["unhealthy_threshold"] = hc.unhealthy_threshold;
       check["healthy_threshold"] = hc.healthy_threshold;

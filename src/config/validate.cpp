@@ -126,6 +126,13 @@ void validate_references(const Config& config, Diagnostics& diag) {
       diag.error(path, diag.loc(path),
                  "unknown cluster '" + cluster + "'" + did_you_mean(cluster, names));
     }
+    if (r.mirror && !r.mirror->cluster.empty() &&
+        config.find_cluster(r.mirror->cluster) == nullptr) {
+      const auto path = at("routes", i) + ".mirror.cluster";
+      diag.error(
+          path, diag.loc(path),
+          "unknown cluster '" + r.mirror->cluster + "'" + did_you_mean(r.mirror->cluster, names));
+    }
   }
 }
 

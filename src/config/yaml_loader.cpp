@@ -568,8 +568,8 @@ void Loader::load_retry(const Value& v, RetryPolicy& out) {
 // `health_check`: {http: {path, host, expected_statuses}} | {tcp: {}} | {grpc: {service}}, with
 // interval, timeout, unhealthy_threshold and healthy_threshold.
 void Loader::load_health_check(const Value& v, const Cluster& cluster, HealthCheck& out) {
-  const auto f = fields(v, {"http", "tcp", "grpc", "interval", "timeout", "unhealthy_threshold",
-                            "healthy_threshold"});
+  const auto f = fields(v, {"http", "tcp", "grpc", "interval", "unhealthy_interval", "timeout",
+                            "unhealthy_threshold", "healthy_threshold"});
   if (!f) return;
   int kinds = 0;
   for (const char* k : {"http", "tcp", "grpc"})
@@ -640,6 +640,9 @@ void Loader::load_health_check(const Value& v, const Cluster& cluster, HealthChe
       error(*g, "a grpc health check needs the cluster's protocol to be h2c or h2 (it is http1)");
   }
   set_duration(*f, "interval", out.interval);
+  if (const auto* u = f->get("unhealthy_interval")) {
+    if (const auto d = duration(*u, Duration{100}, kMaxTimeout)) out.unhealthy_interval = *d;
+  }
   set_duration(*f, "timeout", out.timeout);
   set_int(*f, "unhealthy_threshold", out.unhealthy_threshold, 1, 1000);
   set_int(*f, "healthy_threshold", out.healthy_threshold, 1, 1000);
@@ -795,9 +798,20 @@ void Loader::load_route(const Value& v, std::size_t index, Route& r) {
   r.name = "route-" + std::to_string(index);
   const auto f =
       fields(v, {"name", "match", "backend", "backends", "rewrite", "timeout", "idle_timeout",
-                 "retry", "respond", "redirect", "websocket", "filters"});
+                 "retry", "mirror", "respond", "redirect", "websocket", "filters"});
   if (!f) return;
   if (const auto* rt = f->get("retry")) load_retry(*rt, r.retry.emplace());
+  if (const auto* m = f->get("mirror")) {
+    if (const auto mf = fields(*m, {"cluster", "percent"})) {
+      Mirror& mirror = r.mirror.emplace();
+      if (const auto* c = mf->get("cluster")) {
+        if (auto s = string(*c)) mirror.cluster = std::move(*s);
+      } else {
+        error(*m, "missing required key 'cluster'");
+      }
+      set_int(*mf, "percent", mirror.percent, 0, 100);
+    }
+  }
   if (const auto* n = f->get("name")) {
     if (auto s = name(*n)) r.name = std::move(*s);
   }

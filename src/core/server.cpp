@@ -357,7 +357,14 @@ int run_server(config::Config cfg) {
             collect_generations();
             return generations.to_json(generation_usage());
           },
-          [&] { return current()->clusters_json(); },
+          [&] {
+            std::vector<upstream::EndpointUse> use;
+            for (const auto& w : workers) {
+              auto u = w->endpoint_use();
+              std::move(u.begin(), u.end(), std::back_inserter(use));
+            }
+            return current()->clusters_json(use);
+          },
       });
   if (std::string err = admin.start(admin_cfg.address, admin_cfg.port); !err.empty()) {
     spdlog::error("{}", err);

@@ -402,6 +402,10 @@ std::vector<GenerationUsage> Worker::generation_use() const {
   return out;
 }
 
+std::vector<upstream::EndpointUse> Worker::endpoint_use() const {
+  return impl_->ctx.endpoint_use();
+}
+
 void Worker::begin_drain() {
   Impl* impl = impl_.get();
   asio::post(impl->io, [impl] {

@@ -14,6 +14,7 @@
 #include "core/generations.h"
 #include "core/snapshot.h"
 #include "turnpike/config/config.h"
+#include "upstream/endpoint_use.h"
 
 namespace turnpike::observability {
 class AccessLogSink;
@@ -52,6 +53,8 @@ class Worker {
   /// Requests and connections this worker has pinned per live generation (any thread; as of
   /// the worker's last housekeeping pass, at most 200 ms old).
   std::vector<GenerationUsage> generation_use() const;
+  /// Each endpoint as this worker uses it (published about once a second). Any thread.
+  std::vector<upstream::EndpointUse> endpoint_use() const;
   /// Stop accepting; close idle connections now and busy ones after their current response.
   void begin_drain();
   /// Close everything and stop the loop.

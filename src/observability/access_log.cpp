@@ -210,6 +210,8 @@ void AccessLogBuffer::append(const AccessRecord& r) {
   }
   o += ",\"response_reason\":";
   append_json_string_or_null(o, r.response_reason);
+  o += ",\"mirror\":";
+  append_json_string_or_null(o, r.mirror);
   o += "}\n";
   if (o.size() >= kFlushThreshold) flush();
 }

@@ -38,6 +38,9 @@ struct AccessRecord {
   /// upstream_timeout, upstream_reset, upstream_protocol_error, downstream_disconnect (empty:
   /// the backend's own answer, or a local reply).
   std::string_view response_reason;
+  /// routes[].mirror: "sent" (a copy went to the mirror cluster), "skipped" (the body was not
+  /// held whole, or the percent draw said no); empty: the route has no mirror.
+  std::string_view mirror;
 };
 
 /// The writer thread. Any thread may submit. A failed write (EPIPE, ENOSPC) drops its batch,

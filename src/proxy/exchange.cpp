@@ -10,6 +10,7 @@
 #include <boost/beast/http/error.hpp>
 
 #include "proxy/local_reply.h"
+#include "proxy/mirror.h"
 #include "proxy/tunnel.h"
 #include "turnpike/http/date.h"
 #include "upstream/retry.h"
@@ -185,6 +186,7 @@ asio::awaitable<void> Exchange::run() {
   bool timed_out_overall = false;  // the last try ran out of the route's timeout
   for (bool first_attempt = true;; first_attempt = false) {
     if (!begin_attempt(first_attempt)) break;
+    if (first_attempt && route_.mirror_cluster >= 0) mirror();
     const Clock::time_point try_start = Clock::now();
     const std::chrono::milliseconds try_timeout = retry.try_timeout(head_deadline, try_start);
     // This try has what is left of the route's timeout: when it times out, so has the route.
@@ -258,6 +260,27 @@ asio::awaitable<void> Exchange::run() {
   if (children_) co_await children_->join();
   release();
   if (failure_.status != 0) co_await answer_failure();
+}
+
+// routes[].mirror: a copy of the request to the mirror cluster, when the draw says so and the
+// whole request is at hand (no body, or all of it came with the head).
+void Exchange::mirror() {
+  const config::Mirror& m = *rc_.mirror;
+  if (m.percent < 100 && x_.ctx.random() % 100 >= m.percent) {
+    x_.mirror = "skipped";
+    return;
+  }
+  if (!first_.last || x_.s.request_trailers() != nullptr) {
+    x_.mirror = "skipped";
+    return;
+  }
+  try {
+    start_mirror(x_, static_cast<std::uint32_t>(route_.mirror_cluster), target_,
+                 std::span<const char>(buf_.get(), first_.bytes), rc_.timeout);
+    x_.mirror = "sent";
+  } catch (...) {  // (a copy that could not be made: the real request goes on)
+    x_.mirror = "skipped";
+  }
 }
 
 // The wait before a retry, on the watchdog's timer (idle between tries: no upload runs, or the

@@ -63,6 +63,7 @@ class Exchange {
   void refuse(upstream::Overflow why) noexcept;
   void fail_upstream(const boost::system::error_code& ec, bool per_try = false) noexcept;
   boost::asio::awaitable<bool> backoff(std::chrono::milliseconds wait);
+  void mirror();
   upstream::TryResult try_result(const boost::system::error_code& ec,
                                  bool connect_failed) const noexcept;
   bool replayable(bool connect_failed) const noexcept;

@@ -60,6 +60,7 @@ struct RequestState final : PinnedStream, http::StreamObserver {
   std::uint32_t upstream_attempts = 0;
   std::string upstream_failures;     // "endpoint: what" per failed try, one per line
   std::string_view response_reason;  // access log: why Turnpike answered so (static text)
+  std::string_view mirror;           // access log: "sent" or "skipped" (static text)
   Clock::time_point start = Clock::now();
   std::unique_ptr<FilterRun> filters;  // only when the listener or the route has filters
   std::chrono::milliseconds filter_timeout = kListenerFilterTimeout;  // for suspended filters

@@ -64,9 +64,19 @@ Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
 
 Snapshot::~Snapshot() = default;
 
-nlohmann::json Snapshot::clusters_json() const {
+nlohmann::json Snapshot::clusters_json(const std::vector<upstream::EndpointUse>& use) const {
   using Clock = std::chrono::steady_clock;
   const auto now = Clock::now();
+  // The workers' reports, summed per endpoint.
+  std::map<std::pair<std::string_view, std::string_view>, upstream::EndpointUse> sums;
+  for (const auto& u : use) {
+    upstream::EndpointUse& s = sums[{u.cluster, u.label}];
+    s.active += u.active;
+    s.open += u.open;
+    s.idle += u.idle;
+    s.requests += u.requests;
+    s.failures += u.failures;
+  }
   nlohmann::json out = nlohmann::json::array();
   for (std::size_t i = 0; i < config.clusters.size(); ++i) {
     const auto& c = config.clusters[i];
@@ -91,6 +101,13 @@ nlohmann::json Snapshot::clusters_json() const {
            h.consecutive_gateway_failures.load(std::memory_order_relaxed)},
           {"ejections", h.ejections.load(std::memory_order_relaxed)},
       };
+      if (auto it = sums.find({c.name, h.label}); it != sums.end()) {
+        const upstream::EndpointUse& u = it->second;
+        e["active_requests"] = u.active;
+        e["connections"] = {{"open", u.open}, {"idle", u.idle}};
+        e["requests"] = u.requests;
+        e["failures"] = u.failures;
+      }
       if (c.health_check.kind != config::HealthCheck::Kind::None)
         e["health_check"] = {
             {"healthy", !unhealthy},

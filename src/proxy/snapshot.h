@@ -14,6 +14,7 @@
 #include "turnpike/config/config.h"
 #include "turnpike/filters/filter.h"
 #include "turnpike/router/route_table.h"
+#include "upstream/endpoint_use.h"
 #include "upstream/host_state.h"
 
 namespace turnpike::tls {
@@ -48,7 +49,8 @@ struct Snapshot {
   std::vector<upstream::ClusterHosts> cluster_hosts;
 
   /// GET /clusters: each cluster's policy and its endpoints' state as the process sees it now.
-  nlohmann::json clusters_json() const;
+  /// `use`: what each worker reported of each endpoint (upstream/endpoint_use.h), summed here.
+  nlohmann::json clusters_json(const std::vector<upstream::EndpointUse>& use = {}) const;
   const std::uint64_t generation;
   const std::chrono::system_clock::time_point loaded_at;
 };

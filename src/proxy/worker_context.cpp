@@ -108,6 +108,7 @@ void WorkerContext::set_snapshot(SnapshotPtr snap) {
     if (old->pins == 0) unpinned(old);
   }
   publish_generation_use();
+  publish_endpoint_use();
 }
 
 std::size_t WorkerContext::close_generations(const std::vector<std::uint64_t>& generations) {
@@ -196,6 +197,21 @@ void WorkerContext::sweep() {
     p->sweep(now);
   log_.flush();
   publish_generation_use();
+  if (++sweeps_ % 5 == 0) publish_endpoint_use();  // every second
+}
+
+void WorkerContext::publish_endpoint_use() {
+  std::vector<upstream::EndpointUse> use;
+  if (current_)
+    for (const upstream::ClusterPool* p : current_->pools)
+      p->usage(use);
+  std::lock_guard lock(use_mutex_);
+  endpoint_use_ = std::move(use);
+}
+
+std::vector<upstream::EndpointUse> WorkerContext::endpoint_use() const {
+  std::lock_guard lock(use_mutex_);
+  return endpoint_use_;
 }
 
 void WorkerContext::close_idle_upstreams() {

@@ -75,6 +75,8 @@ class SnapshotRef {
   }
   /// Registers `s` to be closed if this generation has to go; `s` unlinks itself when destroyed.
   void attach(PinnedStream& s) const noexcept { ws_->streams.push_back(s); }
+  /// Another pin of the same snapshot (a task that outlives the request, like a mirror).
+  SnapshotRef again() const noexcept { return SnapshotRef(ws_, ctx_); }
 
  private:
   WorkerSnapshot* ws_ = nullptr;
@@ -132,6 +134,10 @@ class WorkerContext {
   /// What sweep() last published: per live generation, the requests and connections pinned to
   /// it. Any thread (it takes a mutex that only sweep() and readers take, never a request).
   std::vector<GenerationUse> generation_use() const;
+  /// What sweep() last published (at most a second old): each endpoint of the current
+  /// snapshot's clusters as this worker uses it. Any thread (a mutex only sweep() and readers
+  /// take).
+  std::vector<upstream::EndpointUse> endpoint_use() const;
 
  private:
   friend class SnapshotRef;
@@ -153,7 +159,10 @@ class WorkerContext {
   http::ConnectionRegistry registry_;
   BufferPool buffers_;
   mutable std::mutex use_mutex_;
-  std::vector<GenerationUse> use_;  // guarded by use_mutex_
+  std::vector<GenerationUse> use_;                   // guarded by use_mutex_
+  std::vector<upstream::EndpointUse> endpoint_use_;  // guarded by use_mutex_
+  unsigned sweeps_ = 0;
+  void publish_endpoint_use();
 };
 
 }  // namespace turnpike::proxy

@@ -328,6 +328,15 @@ RouteTable::RouteTable(const config::Config& config) : compiled_(std::make_uniqu
         route.backends.push_back(
             {static_cast<std::uint32_t>(it - config.clusters.begin()), route.total_weight});
       }
+      if (cfg.mirror) {
+        const auto it = std::find_if(
+            config.clusters.begin(), config.clusters.end(),
+            [&cfg](const config::Cluster& c) { return c.name == cfg.mirror->cluster; });
+        if (it == config.clusters.end())
+          throw std::invalid_argument("route \"" + cfg.name + "\": unknown mirror cluster \"" +
+                                      cfg.mirror->cluster + "\"");
+        route.mirror_cluster = it - config.clusters.begin();
+      }
     }
 
     CompiledRoute c;

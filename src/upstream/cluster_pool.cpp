@@ -205,8 +205,25 @@ EndpointState& ClusterPool::pick(std::optional<std::uint64_t> hash_key, const En
   return endpoints_[lb_->pick(active_, hash_key, usable)];
 }
 
+void ClusterPool::usage(std::vector<EndpointUse>& out) const {
+  for (const auto& ep : endpoints_) {
+    EndpointUse u;
+    u.cluster = config_->name;
+    u.label = ep.label;
+    u.active = active_[ep.index];
+    u.open = ep.slots->open;
+    u.idle = static_cast<std::uint32_t>(ep.idle.size());
+    for (const auto& c : ep.h2)
+      u.idle += c->active_streams() == 0 ? 1 : 0;
+    u.requests = ep.requests;
+    u.failures = ep.failures;
+    out.push_back(std::move(u));
+  }
+}
+
 void ClusterPool::report_slow(const EndpointState& ep, Outcome outcome,
                               std::string_view why) noexcept {
+  if (outcome == Outcome::GatewayFailure) ++endpoints_[ep.index].failures;
   upstream::report(*config_, hosts_, ep.index, outcome, why);
 }
 

@@ -18,6 +18,7 @@
 
 #include "turnpike/config/config.h"
 #include "turnpike/http/client_stream.h"
+#include "upstream/endpoint_use.h"
 #include "upstream/host_state.h"
 #include "upstream/load_balancer.h"
 
@@ -54,6 +55,8 @@ struct EndpointState {
   std::vector<std::shared_ptr<http1::ClientConnection>> idle;
   std::vector<std::shared_ptr<http2::ClientConnection>> h2;  // multiplexed (protocol h2/h2c)
   std::shared_ptr<EndpointSlots> slots = std::make_shared<EndpointSlots>();
+  std::uint64_t requests = 0;  // tries sent to it by this worker
+  std::uint64_t failures = 0;  // tries that failed: connect failure, reset, timeout
 };
 
 /// Why a request was refused by the cluster's limits (clusters[].limits), or none.
@@ -93,6 +96,7 @@ class ClusterPool {
   void request_started(EndpointState& ep) noexcept {
     ++active_[ep.index];
     ++active_total_;
+    ++ep.requests;
   }
   void request_ended(EndpointState& ep) noexcept {
     if (active_[ep.index] > 0) {
@@ -153,6 +157,8 @@ class ClusterPool {
   /// Closes every idle connection.
   void close_idle() noexcept;
   std::size_t idle_count() const noexcept;
+  /// Appends each endpoint's use by this worker.
+  void usage(std::vector<EndpointUse>& out) const;
 
  private:
   const config::Cluster* config_;

@@ -208,6 +208,7 @@ std::vector<HealthTarget> health_targets(const config::Cluster& cluster, const C
       '|' + std::to_string(hc.interval.count()) + '|' + std::to_string(hc.timeout.count()) + '|' +
       std::to_string(hc.unhealthy_threshold) + '|' + std::to_string(hc.healthy_threshold) + '|' +
       cluster.protocol + '|' + std::to_string(cluster.connect_timeout.count());
+  if (hc.unhealthy_interval) def += "|ui" + std::to_string(hc.unhealthy_interval->count());
   for (const auto& [lo, hi] : hc.expected_statuses)
     def += '|' + std::to_string(lo) + '-' + std::to_string(hi);
   if (cluster.tls)
@@ -312,9 +313,14 @@ struct HealthChecker::Impl {
       h.check_failures.store(0, std::memory_order_relaxed);
       if (unhealthy && l.passes >= t.check.healthy_threshold) {
         h.unhealthy.store(false, std::memory_order_relaxed);
+        // An endpoint the checks saw recover leaves an outlier ejection early (Envoy's
+        // successful_active_health_check_uneject_host): it failed, and now it answers.
+        std::int64_t until = h.ejected_until.load(std::memory_order_relaxed);
+        const bool unejected = until != 0 && h.ejected_until.compare_exchange_strong(
+                                                 until, 0, std::memory_order_relaxed);
         t.health->version.fetch_add(1, std::memory_order_relaxed);
-        spdlog::info("cluster '{}': endpoint {} healthy again ({} health checks passed in a row)",
-                     t.cluster, t.label, l.passes);
+        spdlog::info("cluster '{}': endpoint {} healthy again ({} health checks passed in a row){}",
+                     t.cluster, t.label, l.passes, unejected ? "; its ejection ends now" : "");
       }
       return;
     }
@@ -344,7 +350,11 @@ struct HealthChecker::Impl {
       const std::string why = co_await check_once(target);
       if (l->stopped) co_return;
       record(*l, why);
-      const auto interval = l->target.check.interval;
+      const config::HealthCheck& hc = l->target.check;
+      const auto interval =
+          hc.unhealthy_interval && l->target.host->unhealthy.load(std::memory_order_relaxed)
+              ? *hc.unhealthy_interval
+              : hc.interval;
       l->timer.expires_after(interval + jitter(*l, interval / 10));
     }
   }

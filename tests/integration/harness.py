@@ -479,6 +479,7 @@ class CannedBackend:
         # `active`/`max_active`: requests being answered now / at most at once.
         self.paths = dict(paths or {})
         self.hits = collections.Counter()
+        self.seen = []  # (method, target, Host, body) of each request answered
         self.active = 0
         self.max_active = 0
         lock = threading.Lock()
@@ -499,8 +500,7 @@ class CannedBackend:
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
+                self.body = self.rfile.read(n) if n else b""
                 self.do_GET()
 
             do_PUT = do_POST
@@ -510,6 +510,8 @@ class CannedBackend:
                     time.sleep(delay)
                 path = self.path.split("?")[0]
                 outer.hits[path] += 1
+                outer.seen.append((self.command, self.path, self.headers.get("Host"),
+                                   getattr(self, "body", b"")))
                 st = outer.paths.get(path, status)
                 body = b"%d\n" % st
                 self.send_response(st)

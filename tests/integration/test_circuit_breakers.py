@@ -143,6 +143,31 @@ class CircuitBreakerTest(h.TurnpikeCase):
                            e["upstream_attempts"] == 2]
         self.assertTrue(connect_retried, lines)
 
+    def test_admin_clusters_shows_requests_and_connections(self):
+        backend = self.slow(2.5)
+        tp = self.start([backend], {})
+        threads = [threading.Thread(target=lambda i=i: tp.get("/c%d" % i, timeout=30))
+                   for i in range(3)]
+        for t in threads:
+            t.start()
+
+        def endpoint():
+            return json.loads(tp.admin("GET", "/clusters").body)["clusters"][0]["endpoints"][0]
+
+        # Published by the worker about once a second.
+        h.wait_for(lambda: endpoint().get("active_requests") == 3, h.scaled(2.4),
+                   what="3 requests in flight")
+        e = endpoint()
+        self.assertEqual(e["connections"], {"open": 3, "idle": 0})
+        for t in threads:
+            t.join(h.scaled(30))
+        h.wait_for(lambda: endpoint().get("active_requests") == 0, h.scaled(3),
+                   what="none in flight")
+        e = endpoint()
+        self.assertEqual(e["connections"], {"open": 3, "idle": 3})
+        self.assertEqual(e["requests"], 3)
+        self.assertEqual(e["failures"], 0)
+
     def test_no_healthy_upstream(self):
         backend = h.CannedBackend("b", paths={"/healthz": 503})
         self.addCleanup(backend.stop)

@@ -239,7 +239,10 @@ struct HealthCheck {
   std::vector<std::pair<int, int>> expected_statuses{{200, 399}};
   std::string service;       // grpc: grpc.health.v1 service name ("": the server as a whole)
   Duration interval{5'000};  // 100ms..24h, plus up to 10% jitter
-  Duration timeout{1'000};   // one check, connect included; at most interval
+  /// Between checks of an endpoint that is unhealthy (Envoy's unhealthy_interval, HAProxy's
+  /// downinter): how soon a recovered one is noticed. 100ms..24h; default `interval`.
+  std::optional<Duration> unhealthy_interval;
+  Duration timeout{1'000};                // one check, connect included; at most interval
   std::uint32_t unhealthy_threshold = 2;  // 1..1000
   std::uint32_t healthy_threshold = 2;    // 1..1000
 };
@@ -351,6 +354,13 @@ struct RetryPolicy {
   std::vector<std::string> methods{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"};
 };
 
+/// `routes[].mirror`: a copy of `percent` of the route's requests goes to `cluster` too, its
+/// answer discarded; never delays or fails the real request.
+struct Mirror {
+  std::string cluster;          // required; a cluster of `clusters`
+  std::uint32_t percent = 100;  // 0..100
+};
+
 struct Route {
   std::string name;  // default "route-N" (N = index); unique
   RouteMatch match;
@@ -364,6 +374,7 @@ struct Route {
   // cut while data flows. > 0, at most 24h.
   Duration idle_timeout{60'000};
   std::optional<RetryPolicy> retry;
+  std::optional<Mirror> mirror;
   /// `websocket`: WebSocket upgrades (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) are tunnelled
   /// to the backend; `websocket: false` refuses them, `{idle_timeout: 5m}` closes a tunnel
   /// with no traffic either way for that long (1s..24h).

@@ -39,6 +39,7 @@ struct Route {
   ActionKind action = ActionKind::Proxy;
   std::vector<BackendChoice> backends;  // Proxy only
   std::uint32_t total_weight = 0;
+  std::int64_t mirror_cluster = -1;  // routes[].mirror's cluster index; -1: none
 
   const std::string& name() const { return config->name; }
   /// Picks a backend cluster index given a uniform random number in [0, total_weight).

@@ -404,6 +404,18 @@ TEST(Errors, RouteRetry) {
                  "name"});
 }
 
+TEST(Errors, RouteMirror) {
+  expect_errors(with_routes(R"(  - backend: users
+    mirror: {cluster: user, percent: 101}
+  - backend: users
+    mirror: {percent: 5}
+)"),
+                {"t.yaml:11:23: routes[0].mirror.cluster: unknown cluster 'user' (did you mean "
+                 "'users'?)",
+                 "t.yaml:11:38: routes[0].mirror.percent: must be between 0 and 100, got 101",
+                 "t.yaml:13:13: routes[1].mirror: missing required key 'cluster'"});
+}
+
 TEST(Errors, RespondHeaders) {
   expect_errors(with_routes(R"(  - respond:
       headers: {Content-Length: "5", content-type: x, X-A: "a

@@ -323,6 +323,7 @@ clusters:
     health_check:
       http: {path: /healthz, host: health.internal, expected_statuses: ["200-299", 304]}
       interval: 2s
+      unhealthy_interval: 500ms
       timeout: 3s
       unhealthy_threshold: 3
       healthy_threshold: 1
@@ -344,6 +345,7 @@ routes:
   const std::vector<std::pair<int, int>> statuses{{200, 299}, {304, 304}};
   EXPECT_EQ(h.expected_statuses, statuses);
   EXPECT_EQ(h.interval, seconds(2));
+  EXPECT_EQ(h.unhealthy_interval, milliseconds(500));
   EXPECT_EQ(h.timeout, seconds(3));
   EXPECT_EQ(h.unhealthy_threshold, 3U);
   EXPECT_EQ(h.healthy_threshold, 1U);
@@ -356,6 +358,7 @@ routes:
   const std::vector<std::pair<int, int>> default_statuses{{200, 399}};
   EXPECT_EQ(d.expected_statuses, default_statuses);
   EXPECT_EQ(d.interval, seconds(5));
+  EXPECT_FALSE(d.unhealthy_interval);
   EXPECT_EQ(d.timeout, seconds(1));
   EXPECT_EQ(d.unhealthy_threshold, 2U);
   EXPECT_EQ(d.healthy_threshold, 2U);
