@@ -180,14 +180,18 @@ bool Exchange::replayable(bool connect_failed) const noexcept {
 asio::awaitable<void> Exchange::run() {
   upstream::RetryState retry(rc_.retry ? &*rc_.retry : nullptr, x_.req.method,
                              pool_.endpoint_count());
-  // routes[].timeout bounds the wait for the response head across all tries.
-  const Clock::time_point head_deadline = Clock::now() + rc_.timeout;
+  // routes[].timeout bounds the wait for the response head across all tries (set when the
+  // first try starts).
+  Clock::time_point head_deadline{};
   error_code ec;
   bool timed_out_overall = false;  // the last try ran out of the route's timeout
   for (bool first_attempt = true;; first_attempt = false) {
     if (!begin_attempt(first_attempt)) break;
-    if (first_attempt && route_.mirror_cluster >= 0) mirror();
-    const Clock::time_point try_start = Clock::now();
+    if (first_attempt) {
+      head_deadline = up_start_ + rc_.timeout;
+      if (route_.mirror_cluster >= 0) mirror();
+    }
+    const Clock::time_point try_start = up_start_;  // (begin_attempt's clock reading)
     const std::chrono::milliseconds try_timeout = retry.try_timeout(head_deadline, try_start);
     // This try has what is left of the route's timeout: when it times out, so has the route.
     // (try_timeout is whole milliseconds, rounded down.)

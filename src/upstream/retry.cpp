@@ -14,11 +14,16 @@ bool is_idempotent(std::string_view m) noexcept {
 
 RetryState::RetryState(const config::RetryPolicy* policy, std::string_view method,
                        std::size_t endpoints) noexcept
-    : policy_(policy), idempotent_(is_idempotent(method)), endpoints_(endpoints) {
-  method_allowed_ = idempotent_;
-  if (policy_ != nullptr)
-    method_allowed_ = std::find(policy_->methods.begin(), policy_->methods.end(), method) !=
-                      policy_->methods.end();
+    : policy_(policy), method_(method), endpoints_(endpoints) {}
+
+bool RetryState::idempotent() const noexcept {
+  return is_idempotent(method_);
+}
+
+bool RetryState::method_allowed() const noexcept {
+  if (policy_ == nullptr) return idempotent();
+  return std::find(policy_->methods.begin(), policy_->methods.end(), method_) !=
+         policy_->methods.end();
 }
 
 bool RetryState::retriable_status(int status) const noexcept {
@@ -42,7 +47,7 @@ bool RetryState::next(const TryResult& r, bool replayable) noexcept {
       case Kind::Refused:
         return true;
       case Kind::Reset:
-        return r.stale && idempotent_;
+        return r.stale && idempotent();
       case Kind::Timeout:
       case Kind::Status:
         return false;
@@ -58,12 +63,12 @@ bool RetryState::next(const TryResult& r, bool replayable) noexcept {
       return p.on_refused_stream;
     case Kind::Reset:
       // The keep-alive race on an idempotent request is retried whatever `on` says.
-      if (r.stale && idempotent_) return true;
-      return p.on_reset && method_allowed_;
+      if (r.stale && idempotent()) return true;
+      return p.on_reset && method_allowed();
     case Kind::Timeout:
-      return p.on_timeout && method_allowed_;
+      return p.on_timeout && method_allowed();
     case Kind::Status:
-      return method_allowed_ && retriable_status(r.status);
+      return method_allowed() && retriable_status(r.status);
   }
   return false;
 }

@@ -70,9 +70,12 @@ class RetryState {
   bool configured() const noexcept { return policy_ != nullptr; }
 
  private:
+  bool idempotent() const noexcept;      // RFC 9110: may run twice with the effect of once
+  bool method_allowed() const noexcept;  // listed in the policy's methods
+  // Only what the usual request (no failure) needs is set up front: the method is looked at
+  // only when a try failed.
   const config::RetryPolicy* policy_;
-  bool idempotent_;      // RFC 9110: may run twice with the effect of once
-  bool method_allowed_;  // listed in the policy's methods (or idempotent, without a policy)
+  std::string_view method_;
   std::size_t endpoints_;
   std::uint32_t tries_ = 0;
 };
