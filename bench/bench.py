@@ -486,6 +486,30 @@ def marked_section(text, begin, end):
     return b, "\n".join(lines[b:e + 1])
 
 
+def write_marked_section(out_path, begin, end, section):
+    """Replaces the begin .. end block of out_path with `section` (marker lines included), or
+    appends it; creates the file if needed."""
+    try:
+        with open(out_path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    found = marked_section(old, begin, end)
+    if found:
+        lines = old.splitlines()
+        b = found[0]
+        e = b + len(found[1].splitlines()) - 1
+        text = "\n".join(lines[:b] + section.splitlines() + lines[e + 1:]) + "\n"
+    elif old.strip():
+        text = old.rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        text = section + "\n"
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(out_path + ".tmp", out_path)
+
+
 def reload_section(text):
     """The RELOAD_BEGIN .. RELOAD_END block of a report, marker lines included, or None."""
     found = marked_section(text, RELOAD_BEGIN, RELOAD_END)

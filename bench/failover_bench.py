@@ -424,28 +424,6 @@ def report(s, results, started, versions):
     return "\n".join(L)
 
 
-def write_section(out_path, section):
-    try:
-        with open(out_path) as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = ""
-    found = bench.marked_section(old, BEGIN, END)
-    if found:
-        lines = old.splitlines()
-        b = found[0]
-        e = b + len(found[1].splitlines()) - 1
-        text = "\n".join(lines[:b] + section.splitlines() + lines[e + 1:]) + "\n"
-    elif old.strip():
-        text = old.rstrip("\n") + "\n\n" + section + "\n"
-    else:
-        text = section + "\n"
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    with open(out_path + ".tmp", "w") as f:
-        f.write(text)
-    os.rename(out_path + ".tmp", out_path)
-
-
 def main():
     s = Settings(sys.argv[1:])
     procs = bench.Procs(s.workdir)
@@ -471,7 +449,7 @@ def main():
                         fmt(r["recovered_s"])))
                     results.setdefault((sc, proxy), []).append(r)
         section = report(s, results, started, "; ".join(vers))
-        write_section(s.out, section)
+        bench.write_marked_section(s.out, BEGIN, END, section)
         log("wrote %s" % s.out)
         print(section)
     finally:
