@@ -38,12 +38,6 @@ int downstream_status(const error_code& ec) {
   return 0;
 }
 
-// RFC 9110 section 9.2.2: a request that may be sent twice with the effect of once.
-bool idempotent(std::string_view method) noexcept {
-  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
-         method == "DELETE" || method == "TRACE";
-}
-
 // The value of `name` in a list of `name=value` items separated by `sep` (a Cookie header, a
 // query string), compared as sent (no decoding); none when absent.
 std::optional<std::string_view> find_item(std::string_view list, char sep, std::string_view name) {
@@ -215,34 +209,8 @@ asio::awaitable<void> Exchange::run() {
     timed_out_overall = last_chance && ec == asio::error::timed_out;
     // A response head whose status the route does not retry: the answer.
     if (!ec && !retry.retriable_status(resp_.status)) break;
-    if (ec) report_failure(ec, connect_failed);
-    // The route's deadline passed: no time left for another try.
-    const bool deadline_passed =
-        (last_chance && ec == asio::error::timed_out) || Clock::now() >= head_deadline;
-    const upstream::TryResult result = try_result(ec, connect_failed);
-    if (deadline_passed || !retry.next(result, replayable(connect_failed))) break;
-    // max_retries and the retry budget: past them, the failure stands. One slot per exchange,
-    // however many retries it makes. A try that cannot have reached a backend (a failed connect,
-    // a refused stream, the keep-alive race) is sent again without one: it adds no load.
-    if (!retrying_ && result.may_have_reached_backend()) {
-      const char* refused = pool_.retry_started(retry.budget(pool_.active_requests()));
-      if (refused != nullptr) {
-        note_failure("retry not sent", refused);
-        break;
-      }
-      retrying_ = true;
-    }
-    if (!ec) {  // a retried answer: the client never sees it; a 5xx counts against the endpoint
-      if (resp_.status >= 500)
-        pool_.report(*ep_, upstream::Outcome::Status5xx, "status 5xx from the backend");
-      note_failure("status " + std::to_string(resp_.status), "retried");
-    }
-    if (conn_) {
-      conn_->close();
-      conn_.reset();
-    }
+    if (!retry_after(ec, connect_failed, timed_out_overall, head_deadline, retry)) break;
     ec = {};
-    resp_ = {};
     const std::chrono::milliseconds wait = retry.backoff(x_.ctx.random());
     if (wait.count() > 0) {
       const bool waited =
@@ -264,6 +232,40 @@ asio::awaitable<void> Exchange::run() {
   if (children_) co_await children_->join();
   release();
   if (failure_.status != 0) co_await answer_failure();
+}
+
+// After a failed try (`ec`, or a response head with a status the route retries): whether to
+// send another, by the route's policy (upstream/retry.h), the route's deadline, and the
+// cluster's caps on retries. When so, the failed try is accounted for and its connection
+// closed. `timed_out_overall`: the try timed out with what was left of the route's timeout.
+bool Exchange::retry_after(const error_code& ec, bool connect_failed, bool timed_out_overall,
+                           Clock::time_point head_deadline, upstream::RetryState& retry) {
+  if (ec) report_failure(ec, connect_failed);
+  if (timed_out_overall || Clock::now() >= head_deadline) return false;  // no time left
+  const upstream::TryResult result = try_result(ec, connect_failed);
+  if (!retry.next(result, replayable(connect_failed))) return false;
+  // max_retries and the retry budget: past them, the failure stands. One slot per exchange,
+  // however many retries it makes. A try that cannot have reached a backend (a failed connect,
+  // a refused stream, the keep-alive race) is sent again without one: it adds no load.
+  if (!retrying_ && result.may_have_reached_backend()) {
+    const char* refused = pool_.retry_started(retry.budget(pool_.active_requests()));
+    if (refused != nullptr) {
+      note_failure("retry not sent", refused);
+      return false;
+    }
+    retrying_ = true;
+  }
+  if (!ec) {  // a retried answer: the client never sees it; a 5xx counts against the endpoint
+    if (resp_.status >= 500)
+      pool_.report(*ep_, upstream::Outcome::Status5xx, "status 5xx from the backend");
+    note_failure("status " + std::to_string(resp_.status), "retried");
+  }
+  if (conn_) {
+    conn_->close();
+    conn_.reset();
+  }
+  resp_ = {};
+  return true;
 }
 
 // routes[].mirror: a copy of the request to the mirror cluster, when the draw says so and the
@@ -389,7 +391,7 @@ bool Exchange::begin_attempt(bool first_attempt) {
   ++x_.upstream_attempts;
   x_.upstream = ep_->label;
   // A request that must not run twice gets a pooled connection only if it still looks alive.
-  auto lease = pool_.take(*ep_, first_attempt, !idempotent(x_.req.method));
+  auto lease = pool_.take(*ep_, first_attempt, !upstream::is_idempotent(x_.req.method));
   if (lease.overflow != upstream::Overflow::None) {
     refuse(lease.overflow);
     return false;

@@ -67,6 +67,8 @@ class Exchange {
   upstream::TryResult try_result(const boost::system::error_code& ec,
                                  bool connect_failed) const noexcept;
   bool replayable(bool connect_failed) const noexcept;
+  bool retry_after(const boost::system::error_code& ec, bool connect_failed, bool timed_out_overall,
+                   Clock::time_point head_deadline, upstream::RetryState& retry);
   void report_failure(const boost::system::error_code& ec, bool connect_failed) noexcept;
   boost::asio::awaitable<void> respond();
   boost::asio::awaitable<void> upgrade();

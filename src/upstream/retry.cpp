@@ -4,13 +4,9 @@
 
 namespace turnpike::upstream {
 
-namespace {
-
 bool is_idempotent(std::string_view m) noexcept {
   return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
 }
-
-}  // namespace
 
 RetryState::RetryState(const config::RetryPolicy* policy, std::string_view method,
                        std::size_t endpoints) noexcept

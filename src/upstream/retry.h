@@ -13,6 +13,9 @@
 
 namespace turnpike::upstream {
 
+/// RFC 9110 section 9.2.2: a method whose request may be sent twice with the effect of once.
+bool is_idempotent(std::string_view method) noexcept;
+
 /// What a try came to.
 struct TryResult {
   enum class Kind {
