@@ -161,10 +161,11 @@ upstream::TryResult Exchange::try_result(const error_code& ec, bool connect_fail
 }
 
 // Whether the whole request can be sent again: nothing of it was sent (a failed connect), or
-// all of it reached the upstream codec from what this exchange still holds (the body bytes that
-// came with the head), so nothing was consumed that could not be sent twice.
+// all of it is still held here (the body, if any, came whole with the head and no upload
+// streamed), whether or not the failed try got it all out: a pooled connection the backend
+// closed can fail while the request is being written, too.
 bool Exchange::replayable(bool connect_failed) const noexcept {
-  return connect_failed || (!pumping_ && upload_done_ && first_.last);
+  return connect_failed || (!pumping_ && first_.last);
 }
 
 // ---- phases ---------------------------------------------------------------------------------
