@@ -8,12 +8,12 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config clang-format git
   # libraries (docs/dependencies.md says why each is here)
   libboost1.81-dev libboost-url1.81-dev libssl-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
-  nlohmann-json3-dev libre2-dev libnghttp2-dev libhiredis-dev libcrypt-dev
+  nlohmann-json3-dev libre2-dev libnghttp2-dev libhiredis-dev libcrypt-dev libc-ares-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   # test and benchmark peers
   curl python3 procps wrk nginx-light nghttp2-client python3-h2 python3-hyperframe
   python3-grpcio python3-protobuf python3-websockets redis-server python3-jwt python3-cryptography
-  python3-bcrypt grpc-proto protobuf-compiler
+  python3-bcrypt grpc-proto protobuf-compiler dnsmasq-base
 )
 
 missing=()

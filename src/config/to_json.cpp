@@ -2,6 +2,8 @@
 // gives back the same Config, with every default written out.
 #include "turnpike/config/to_json.h"
 
+#include <algorithm>
+
 namespace turnpike::config {
 namespace {
 
@@ -142,11 +144,14 @@ nlohmann::json to_json(const Config& config) {
   }
   json clusters = json::array();
   for (const auto& c : config.clusters) {
+    // As written: a DNS cluster's endpoints are its names (what they resolve to is in
+    // GET /clusters), so that an address change is not a config change.
     json endpoints = json::array();
-    for (const auto& e : c.endpoints) {
+    for (const auto& e : c.dns_discovery ? c.names : c.endpoints) {
       endpoints.push_back({{"address", e.written}, {"weight", e.weight}});
     }
     json entry = {{"name", c.name},
+                  {"discovery", c.dns_discovery ? "dns" : "static"},
                   {"endpoints", std::move(endpoints)},
                   {"connect_timeout", format_duration(c.connect_timeout)},
                   {"max_idle_per_endpoint", c.max_idle_per_endpoint},
@@ -170,6 +175,19 @@ nlohmann::json to_json(const Config& config) {
       case HashOn::Kind::Consumer:
         entry["hash_on"] = "consumer";
         break;
+    }
+    if (c.dns_discovery) {
+      static constexpr const char* kFamily[] = {"auto", "v4", "v6"};
+      json resolvers = json::array();
+      for (std::size_t at = 0; at < c.dns.resolvers.size();) {
+        const std::size_t comma = std::min(c.dns.resolvers.find(',', at), c.dns.resolvers.size());
+        resolvers.push_back(c.dns.resolvers.substr(at, comma - at));
+        at = comma + 1;
+      }
+      entry["dns"] = {{"refresh", format_duration(c.dns.refresh)},
+                      {"respect_ttl", c.dns.respect_ttl},
+                      {"family", kFamily[static_cast<int>(c.dns.family)]},
+                      {"resolvers", std::move(resolvers)}};
     }
     if (c.outlier_detection.enabled) {
       const auto& od = c.outlier_detection;

@@ -51,7 +51,9 @@ class Loader : public ValueReader {
   void load_protocols(const Value& v, Listener& l);
   void load_http2(const Value& v, Http2Settings& h2);
   void load_clusters(const Value& v, Config& c);
-  std::optional<Endpoint> load_endpoint(const Value& v);
+  // `resolve`: look a name up now (static clusters); else leave `address` empty (discovery).
+  std::optional<Endpoint> load_endpoint(const Value& v, bool resolve = true);
+  void load_dns(const Value& v, DnsSettings& out);
   void load_hash_on(const Value& v, HashOn& out);
   void load_outlier_detection(const Value& v, OutlierDetection& out);
   void load_health_check(const Value& v, const Cluster& cluster, HealthCheck& out);
@@ -367,18 +369,36 @@ void Loader::load_clusters(const Value& v, Config& c) {
     const auto f =
         fields(item, {"name", "endpoints", "connect_timeout", "max_idle_per_endpoint",
                       "idle_timeout", "lb_policy", "hash_on", "outlier_detection", "health_check",
-                      "limits", "panic_threshold", "tls", "protocol", "http2"});
+                      "limits", "panic_threshold", "tls", "protocol", "http2", "discovery", "dns"});
     if (!f) continue;
     if (const auto* n = f->get("name")) {
       if (auto s = name(*n)) cl.name = std::move(*s);
     } else {
       error(item, "missing required key 'name'");
     }
+    if (const auto* d = f->get("discovery")) {
+      if (auto s = string(*d)) {
+        if (*s == "dns") {
+          cl.dns_discovery = true;
+        } else if (*s != "static") {
+          error(*d, "unknown discovery '" + *s + "' (supported: static, dns)" +
+                        did_you_mean(*s, {"static", "dns"}));
+        }
+      }
+    }
+    if (const auto* d = f->get("dns")) {
+      if (cl.dns_discovery)
+        load_dns(*d, cl.dns);
+      else
+        error(*d, "dns settings need discovery: dns");
+    }
     if (const auto* e = f->get("endpoints")) {
       if (const auto eps = list(*e)) {
         if (eps->empty()) error(*e, "a cluster needs at least one endpoint");
+        // With DNS discovery, names are resolved at run time (a load never waits for DNS).
+        auto& out = cl.dns_discovery ? cl.names : cl.endpoints;
         for (const Value& ep : *eps) {
-          if (auto parsed = load_endpoint(ep)) cl.endpoints.push_back(std::move(*parsed));
+          if (auto parsed = load_endpoint(ep, !cl.dns_discovery)) out.push_back(std::move(*parsed));
         }
       }
     } else {
@@ -728,7 +748,67 @@ void Loader::load_hash_on(const Value& v, HashOn& out) {
   }
 }
 
-std::optional<Endpoint> Loader::load_endpoint(const Value& v) {
+// `dns`: refresh, respect_ttl, family, resolvers.
+void Loader::load_dns(const Value& v, DnsSettings& out) {
+  const auto f = fields(v, {"refresh", "respect_ttl", "family", "resolvers"});
+  if (!f) return;
+  set_duration(*f, "refresh", out.refresh, Duration{100});
+  if (const auto* r = f->get("respect_ttl")) {
+    if (const auto b = boolean(*r)) out.respect_ttl = *b;
+  }
+  if (const auto* fam = f->get("family")) {
+    if (auto s = string(*fam)) {
+      if (*s == "auto") {
+        out.family = DnsSettings::Family::Auto;
+      } else if (*s == "v4") {
+        out.family = DnsSettings::Family::V4;
+      } else if (*s == "v6") {
+        out.family = DnsSettings::Family::V6;
+      } else {
+        error(*fam, "unknown family '" + *s + "' (supported: auto, v4, v6)" +
+                        did_you_mean(*s, {"auto", "v4", "v6"}));
+      }
+    }
+  }
+  if (const auto* r = f->get("resolvers")) {
+    if (const auto items = list(*r)) {
+      if (items->empty()) error(*r, "list at least one resolver, or leave resolvers out");
+      for (const Value& item : *items) {
+        const auto s = string(item);
+        if (!s) continue;
+        // "ip", "ip:port", "v6", "[v6]" or "[v6]:port"; the port defaults to 53.
+        std::string host;
+        std::uint16_t port = 53;
+        bool ok = false;
+        if (is_ip_literal(*s, false) || is_ip_literal(*s, true)) {
+          host = *s;
+          ok = true;
+        } else if (s->size() > 2 && s->front() == '[' && s->back() == ']') {
+          host = s->substr(1, s->size() - 2);
+          ok = is_ip_literal(host, true);
+        } else if (const auto split = split_host_port(*s);
+                   std::holds_alternative<HostPort>(split)) {
+          const auto& hp = std::get<HostPort>(split);
+          host = hp.host;
+          port = hp.port;
+          ok = port != 0 && is_ip_literal(host, hp.bracketed);
+        }
+        if (!ok) {
+          error(item, "'" + *s +
+                          "' is not a resolver address (an IP address, with an optional port: "
+                          "\"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\")");
+          continue;
+        }
+        if (!out.resolvers.empty()) out.resolvers += ',';
+        const bool v6 = host.find(':') != std::string::npos;
+        out.resolvers += v6 ? "[" + host + "]" : host;
+        out.resolvers += ':' + std::to_string(port);
+      }
+    }
+  }
+}
+
+std::optional<Endpoint> Loader::load_endpoint(const Value& v, bool resolve) {
   Endpoint ep;
   const Value* addr = &v;
   std::optional<Fields> f;  // owns what `addr` points at
@@ -771,7 +851,7 @@ std::optional<Endpoint> Loader::load_endpoint(const Value& v) {
   } else if (!is_host_name(hp.host)) {
     error(*addr, "'" + *s + "' is not a valid host name or IP address");
     return std::nullopt;
-  } else {
+  } else if (resolve) {
     auto [it, fresh] = resolved_.try_emplace(hp.host);
     if (fresh) it->second = resolve_host(hp.host);
     if (it->second.address.empty()) {

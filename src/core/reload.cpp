@@ -78,7 +78,8 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
-ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current) {
+ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current,
+                             const std::function<void(config::Config&)>& fill) {
   ReloadOutcome out;
   auto loaded = config::load_file(path);
   if (!loaded.errors.empty()) {
@@ -98,6 +99,7 @@ ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current) {
     out.result = "rejected";
     return out;
   }
+  if (fill) fill(next);
   try {
     out.snapshot = std::make_shared<const Snapshot>(std::move(next), current.generation + 1);
   } catch (const std::exception& e) {
@@ -125,6 +127,11 @@ void ReloadStatus::record(const ReloadOutcome& outcome, const std::string& trigg
   last_ = Last{std::chrono::system_clock::now(), trigger, outcome.result, outcome.errors};
 }
 
+void ReloadStatus::rebuilt(const Snapshot& current) {
+  generation_ = current.generation;
+  ++dns_updates_;
+}
+
 nlohmann::json ReloadStatus::to_json() const {
   nlohmann::json j = {
       {"generation", generation_},
@@ -132,6 +139,7 @@ nlohmann::json ReloadStatus::to_json() const {
       {"digest", digest_},
       {"reloads", {{"applied", applied_}, {"unchanged", unchanged_}, {"rejected", rejected_}}},
       {"last_reload", nullptr},
+      {"dns_updates", dns_updates_},
   };
   if (last_)
     j["last_reload"] = {{"time", rfc3339(last_->time)},

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,8 +22,10 @@ struct ReloadOutcome {
 };
 
 /// Loads `path` and compares it with `current`. Control thread only (blocking file I/O and
-/// name resolution).
-ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current);
+/// name resolution). `fill`: sets the endpoints of DNS clusters (upstream/dns_discovery.h) in
+/// the new config before its snapshot is built.
+ReloadOutcome prepare_reload(const std::string& path, const Snapshot& current,
+                             const std::function<void(config::Config&)>& fill = {});
 
 /// Validates a candidate (the YAML text, or the file at `path` when `yaml` is empty) against
 /// `current` and describes what a reload would change, applying nothing:
@@ -35,6 +38,8 @@ class ReloadStatus {
  public:
   explicit ReloadStatus(const Snapshot& initial);
   void record(const ReloadOutcome& outcome, const std::string& trigger, const Snapshot& current);
+  /// A new generation of the same config: what its DNS clusters resolve to changed.
+  void rebuilt(const Snapshot& current);
   nlohmann::json to_json() const;
 
  private:
@@ -50,6 +55,7 @@ class ReloadStatus {
   std::uint64_t applied_ = 0;
   std::uint64_t rejected_ = 0;
   std::uint64_t unchanged_ = 0;
+  std::uint64_t dns_updates_ = 0;
   std::optional<Last> last_;
 };
 

@@ -30,6 +30,7 @@
 #include "core/sd_notify.h"
 #include "core/worker.h"
 #include "observability/access_log.h"
+#include "upstream/dns_discovery.h"
 #include "upstream/health_check.h"
 
 namespace turnpike::core {
@@ -129,6 +130,16 @@ int run_server(config::Config cfg) {
   const std::string log_path = cfg.access_log.path;
   const std::string config_path = cfg.source_file;
   const config::Admin admin_cfg = cfg.admin;
+  // DNS discovery: one resolver thread for the process. An answer that changes a cluster's
+  // addresses reaches the control thread, which builds the next generation (on_dns, below).
+  std::function<void()> on_dns;
+  upstream::DnsDiscovery dns([&] { asio::post(control, [&] { on_dns(); }); });
+  dns.update(cfg);
+  // So that a working DNS gives the first request its endpoints; bounded, so that a DNS outage
+  // does not hold the start (those clusters answer 503 until their names resolve).
+  if (!dns.wait_first(std::chrono::milliseconds(1000)))
+    spdlog::warn("dns: not every name answered within 1 s; starting without them");
+  dns.fill(cfg);
   SnapshotPtr first;
   try {
     first = std::make_shared<const Snapshot>(std::move(cfg), 1);
@@ -262,7 +273,8 @@ int run_server(config::Config cfg) {
     notifier.reloading();
     collect_generations();
     const SnapshotPtr before = current();
-    ReloadOutcome outcome = prepare_reload(config_path, *before);
+    ReloadOutcome outcome =
+        prepare_reload(config_path, *before, [&](config::Config& c) { dns.fill(c); });
     std::vector<BoundListener> added;
     std::vector<std::uint64_t> removed;
     if (outcome.snapshot) {
@@ -315,6 +327,7 @@ int run_server(config::Config cfg) {
       }
       generations.add(outcome.snapshot);
       check_health(*outcome.snapshot);
+      dns.update(outcome.snapshot->config);
       spdlog::info("reload ({}): applied generation {}", trigger, current()->generation);
       // Not from inside the watcher's own callback: it may be replaced.
       asio::post(control, sync_watcher);
@@ -333,6 +346,31 @@ int run_server(config::Config cfg) {
     return reload_status.to_json();
   };
   reload_fn = [&](const std::string& trigger) { reload(trigger); };
+  // A DNS answer changed: the running config with the new addresses is the next generation
+  // (pools and endpoint state of kept addresses carry over; removed ones drain).
+  on_dns = [&] {
+    if (draining || workers.empty()) return;
+    collect_generations();
+    const SnapshotPtr before = current();
+    config::Config next = before->config;
+    dns.fill(next);
+    std::vector<std::string> changes;
+    if (upstream::same_dns_endpoints(before->config, next, changes)) return;
+    SnapshotPtr snap;
+    try {
+      snap = std::make_shared<const Snapshot>(std::move(next), before->generation + 1, *before);
+    } catch (const std::exception& e) {
+      spdlog::error("dns: cannot apply the new addresses: {}", e.what());
+      return;
+    }
+    for (auto& w : workers)
+      w->apply(snap);
+    generations.add(snap);
+    check_health(*snap);
+    reload_status.rebuilt(*snap);
+    for (const auto& c : changes)
+      spdlog::info("dns: {} (generation {})", c, snap->generation);
+  };
   admin::AdminServer admin(
       control,
       admin::AdminHooks{
@@ -363,7 +401,12 @@ int run_server(config::Config cfg) {
               auto u = w->endpoint_use();
               std::move(u.begin(), u.end(), std::back_inserter(use));
             }
-            return current()->clusters_json(use);
+            nlohmann::json out = current()->clusters_json(use);
+            const auto& clusters = current()->config.clusters;
+            auto& list = out["clusters"];
+            for (std::size_t i = 0; i < clusters.size() && i < list.size(); ++i)
+              if (clusters[i].dns_discovery) list[i]["dns"] = dns.status(clusters[i]);
+            return out;
           },
       });
   if (std::string err = admin.start(admin_cfg.address, admin_cfg.port); !err.empty()) {

@@ -30,6 +30,10 @@ asio::awaitable<filters::FetchResult> get(WorkerContext& ctx, std::string cluste
                     std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
   };
   upstream::ClusterPool& pool = snap.pool(static_cast<std::uint32_t>(ci));
+  if (pool.none_usable(Clock::now())) {
+    r.error = "no healthy upstream in cluster '" + cluster + "'";
+    co_return r;
+  }
   upstream::EndpointState& ep = pool.pick();
   auto lease = co_await pool.acquire(ep, true);
   if (lease.ec) {

@@ -11,10 +11,19 @@
 namespace turnpike::proxy {
 
 Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
+    : Snapshot(std::move(cfg), gen, nullptr) {}
+
+Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen, const Snapshot& base)
+    : Snapshot(std::move(cfg), gen, &base) {}
+
+Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen, const Snapshot* base)
     : config(std::move(cfg)),
       routes(config),
       generation(gen),
       loaded_at(std::chrono::system_clock::now()) {
+  if (base != nullptr && (base->config.listeners.size() != config.listeners.size() ||
+                          base->config.clusters.size() != config.clusters.size()))
+    base = nullptr;
   // Only instances some chain names are built (an unused one costs nothing).
   std::map<std::string, std::shared_ptr<const filters::FilterConfig>, std::less<>> built;
   auto chain_of = [&](const std::vector<std::string>& names) {
@@ -40,6 +49,10 @@ Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {
     const auto& l = config.listeners[i];
     if (!l.tls) continue;
+    if (base != nullptr) {
+      listener_tls[i] = base->listener_tls[i];
+      continue;
+    }
     try {
       listener_tls[i] = std::make_shared<tls::ServerContext>(*l.tls, l.http1, l.h2);
     } catch (const std::exception& e) {
@@ -53,6 +66,10 @@ Snapshot::Snapshot(config::Config&& cfg, std::uint64_t gen)
   for (std::size_t i = 0; i < config.clusters.size(); ++i) {
     const auto& c = config.clusters[i];
     if (!c.tls) continue;
+    if (base != nullptr) {
+      cluster_tls[i] = base->cluster_tls[i];
+      continue;
+    }
     try {
       cluster_tls[i] = std::make_shared<tls::ClientContext>(*c.tls);
     } catch (const std::exception& e) {

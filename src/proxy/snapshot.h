@@ -28,6 +28,9 @@ struct Snapshot {
   /// Builds everything the config compiles to; throws std::runtime_error when a part cannot be
   /// built (a TLS context whose files changed since they were checked, say).
   explicit Snapshot(config::Config&& cfg, std::uint64_t gen);
+  /// The same config as `base` but for what its DNS clusters resolved to: `base`'s TLS contexts
+  /// are shared (the files are not read again), everything else is built anew.
+  Snapshot(config::Config&& cfg, std::uint64_t gen, const Snapshot& base);
   ~Snapshot();
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
@@ -53,6 +56,9 @@ struct Snapshot {
   nlohmann::json clusters_json(const std::vector<upstream::EndpointUse>& use = {}) const;
   const std::uint64_t generation;
   const std::chrono::system_clock::time_point loaded_at;
+
+ private:
+  Snapshot(config::Config&& cfg, std::uint64_t gen, const Snapshot* base);
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;

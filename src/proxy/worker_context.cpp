@@ -9,9 +9,13 @@ namespace turnpike::proxy {
 
 namespace {
 // Identity of a cluster definition: pools survive a snapshot change only if it is unchanged.
+// The endpoints come last, after '#': a pool whose key differs only there (a DNS answer
+// changed) hands its connections to kept endpoints over to the new pool (ClusterPool::adopt).
 std::string pool_key(const config::Cluster& c, const config::Config& cfg) {
   std::string k = c.name;
-  if (c.tls) {  // the settings and the content of the files they name
+  k += '|';
+  k += c.lb_policy;  // the balancer is built with the pool
+  if (c.tls) {       // the settings and the content of the files they name
     k += "|tls";
     for (const std::string* f : {&c.tls->ca, &c.tls->cert, &c.tls->key}) {
       k += '|';
@@ -36,6 +40,7 @@ std::string pool_key(const config::Cluster& c, const config::Config& cfg) {
   k += std::to_string(c.idle_timeout.count());
   k += '|';
   k += std::to_string(c.max_idle_per_endpoint);
+  k += '#';
   for (const auto& e : c.endpoints) {
     k += '|';
     k += e.address;
@@ -87,6 +92,12 @@ void WorkerContext::set_snapshot(SnapshotPtr snap) {
     } else {
       pool = std::make_unique<upstream::ClusterPool>(c, ex_, tls, ws->shared->cluster_hosts[i],
                                                      workers_);
+      const std::string_view settings(key.data(), key.rfind('#') + 1);
+      for (auto& [k, p] : pools_)
+        if (k.starts_with(settings)) {
+          pool->adopt(*p);
+          break;
+        }
     }
     ws->pools.push_back(pool.get());
     next.emplace(std::move(key), std::move(pool));

@@ -150,7 +150,23 @@ ClusterPool::ClusterPool(const config::Cluster& cluster, asio::any_io_executor e
   const auto seed =
       static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
       reinterpret_cast<std::uintptr_t>(this);
-  lb_ = LoadBalancer::make(cluster.lb_policy, std::move(infos), seed);
+  // A DNS cluster whose names resolved to nothing yet has no endpoint: none_usable().
+  if (!infos.empty()) lb_ = LoadBalancer::make(cluster.lb_policy, std::move(infos), seed);
+}
+
+void ClusterPool::adopt(ClusterPool& before) noexcept {
+  if (before.h2_ != h2_) return;
+  for (auto& ep : endpoints_) {
+    for (auto& old : before.endpoints_) {
+      if (old.label != ep.label || old.tls_name != ep.tls_name) continue;
+      ep.idle = std::move(old.idle);
+      old.idle.clear();
+      ep.h2 = std::move(old.h2);
+      old.h2.clear();
+      ep.slots = old.slots;  // the connections count in (and release to) the same slots
+      break;
+    }
+  }
 }
 
 void ClusterPool::rebind(const config::Cluster& same_definition,
@@ -182,7 +198,7 @@ void ClusterPool::refresh(std::chrono::steady_clock::time_point now) noexcept {
   // Below panic_threshold, balance over every endpoint rather than overload the few left.
   const bool panic = below_panic_threshold(usable, endpoints_.size(), config_->panic_threshold);
   all_usable_ = usable == endpoints_.size() || panic;
-  none_usable_ = usable == 0 && !panic;
+  none_usable_ = endpoints_.empty() || (usable == 0 && !panic);
   if (panic != hosts_.health->panicking.load(std::memory_order_relaxed) &&
       hosts_.health->panicking.exchange(panic, std::memory_order_relaxed) != panic) {
     if (panic)

@@ -77,10 +77,15 @@ class ClusterPool {
   /// Points the pool at an identical definition in a newer snapshot (the old one may be freed).
   void rebind(const config::Cluster& same_definition, std::shared_ptr<tls::ClientContext> tls,
               ClusterHosts hosts) noexcept;
+  /// Takes over `before`'s pooled connections to the endpoints both have (same address and TLS
+  /// name): `before` is the pool of the same cluster, with the same settings, in the previous
+  /// snapshot, whose endpoint list changed (DNS discovery), so kept endpoints keep their
+  /// warm connections. Connections to removed endpoints stay with `before` and drain there.
+  void adopt(ClusterPool& before) noexcept;
   /// The endpoint for a request, by the cluster's lb_policy, among those not ejected (all of
-  /// them below panic_threshold). `hash_key`: the request's hash_on key, hashed (ring_hash,
-  /// maglev); none: the policy's fallback (random). `avoid`: a retry's previous endpoint, not
-  /// chosen again when another is usable.
+  /// them below panic_threshold). Only when !none_usable() (there is at least one endpoint).
+  /// `hash_key`: the request's hash_on key, hashed (ring_hash, maglev); none: the policy's fallback
+  /// (random). `avoid`: a retry's previous endpoint, not chosen again when another is usable.
   EndpointState& pick(
       std::optional<std::uint64_t> hash_key = std::nullopt, const EndpointState* avoid = nullptr,
       std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now()) noexcept;
@@ -106,8 +111,8 @@ class ClusterPool {
   }
   /// Room for one more request in flight (max_requests, this worker's share).
   bool admits_request() const noexcept { return active_total_ < max_requests_; }
-  /// No endpoint usable at all (every one unhealthy or ejected, and panic_threshold 0): the
-  /// request is answered "no healthy upstream".
+  /// No endpoint usable at all (every one unhealthy or ejected, and panic_threshold 0; or a DNS
+  /// cluster with no address yet): the request is answered "no healthy upstream".
   bool none_usable(std::chrono::steady_clock::time_point now) noexcept {
     refresh(now);
     return none_usable_;

@@ -251,6 +251,7 @@ class Maglev final : public LoadBalancer {
                          static_cast<double>(h.weight) / max_weight, 0});
     }
     constexpr std::uint32_t kEmpty = 0xffffffff;
+    if (entries.empty()) return;  // never picked from (the pool has no endpoint)
     table_.assign(kTableSize, kEmpty);
     std::uint64_t filled = 0;
     // A host of the largest weight takes a slot every round; one of a third of it, every third.

@@ -256,10 +256,31 @@ struct ClusterLimits {
   std::uint32_t max_retries = 3;              // retries in flight to the cluster; 0: none
 };
 
+/// `clusters[].dns`: with `discovery: dns`, how the endpoints' names are resolved (c-ares, off
+/// the worker and control threads; upstream/dns_discovery.h).
+struct DnsSettings {
+  Duration refresh{5'000};  // 100ms..24h: each name is resolved again this often
+  /// true: also no later than the records' TTL (at least 1s, or `refresh` when shorter).
+  bool respect_ttl = false;
+  enum class Family { Auto, V4, V6 };
+  Family family = Family::Auto;  // auto: every A and AAAA record; v4: A only; v6: AAAA only
+  /// DNS servers ("127.0.0.1:5353", "10.0.0.2" (port 53), "[::1]:53"), normalized to c-ares'
+  /// "ip:port,..." form; empty: those of /etc/resolv.conf.
+  std::string resolvers;
+};
+
 /// `clusters[]`. Timeouts: > 0 and at most 24h.
 struct Cluster {
-  std::string name;                 // required, unique
-  std::vector<Endpoint> endpoints;  // required, at least one
+  std::string name;  // required, unique
+  /// The endpoints requests go to. Static clusters (the default): as written, names resolved
+  /// once at load. `discovery: dns`: filled from `names` by the resolver when a snapshot is
+  /// built (every address a name resolves to is an endpoint), and empty until a name resolves.
+  std::vector<Endpoint> endpoints;
+  /// `discovery: dns`: the endpoints as written (required, at least one); `address` is set for
+  /// IP literals and empty for names, which are resolved at run time, never at load.
+  bool dns_discovery = false;
+  std::vector<Endpoint> names;
+  DnsSettings dns;
   Duration connect_timeout{1'000};
   // 0..10000 pooled keep-alive connections per endpoint per worker; 0 disables pooling.
   std::uint32_t max_idle_per_endpoint = 1024;

@@ -375,6 +375,31 @@ clusters:
        "t.yaml:9:58: clusters[6].health_check: unknown key 'htpp' (did you mean 'http'?)"});
 }
 
+TEST(Errors, DnsDiscovery) {
+  expect_errors(
+      R"(listeners: [{listen: "127.0.0.1:1"}]
+clusters:
+  - {name: a, discovery: dsn, endpoints: ["127.0.0.1:9"]}
+  - {name: b, endpoints: ["127.0.0.1:9"], dns: {refresh: 1s}}
+  - {name: c, discovery: dns, endpoints: ["x.test:9"], dns: {refresh: 10ms, family: ipv4}}
+  - {name: d, discovery: dns, endpoints: ["x.test:9"], dns: {resolvers: [dns.test, "1.2.3.4:0"]}}
+  - {name: e, discovery: dns, endpoints: ["x.test"], dns: {resolvers: [], ttl: 1}}
+)",
+      {"t.yaml:3:26: clusters[0].discovery: unknown discovery 'dsn' (supported: static, dns)",
+       "t.yaml:4:48: clusters[1].dns: dns settings need discovery: dns",
+       "t.yaml:5:71: clusters[2].dns.refresh: must be at least 100ms and at most 24h, got '10ms'",
+       "t.yaml:5:85: clusters[2].dns.family: unknown family 'ipv4' (supported: auto, v4, v6) "
+       "(did you mean 'v4'?)",
+       "t.yaml:6:74: clusters[3].dns.resolvers[0]: 'dns.test' is not a resolver address (an IP "
+       "address, with an optional port: \"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\")",
+       "t.yaml:6:84: clusters[3].dns.resolvers[1]: '1.2.3.4:0' is not a resolver address (an IP "
+       "address, with an optional port: \"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\")",
+       "t.yaml:7:43: clusters[4].endpoints[0]: 'x.test' needs a port: 'HOST:PORT'",
+       "t.yaml:7:71: clusters[4].dns.resolvers: list at least one resolver, or leave resolvers "
+       "out",
+       "t.yaml:7:75: clusters[4].dns: unknown key 'ttl'"});
+}
+
 TEST(Errors, ClusterLimits) {
   expect_errors(
       R"(listeners: [{listen: "127.0.0.1:1"}]
