@@ -638,6 +638,11 @@ asio::awaitable<void> Exchange::upload() {
   for (;;) {
     pump_waits_client_ = true;
     client_wait_since_ = Clock::now();
+    // The watchdog may sleep until a later deadline, set while the client was not the one
+    // waited for (the upload was sending, say): the client's body_timeout may come first.
+    if (client_wait_since_ + x_.s.connection().body_timeout < watch_until_ &&
+        !x_.s.response_started())
+      wake_watchdog();
     const http::BodyRead r = co_await x_.s.read_body(span, kUnbounded);
     pump_waits_client_ = false;
     if (stopping_ || failure_.status != 0) break;
@@ -701,6 +706,7 @@ asio::awaitable<void> Exchange::watchdog() {
       }
       break;
     }
+    watch_until_ = when;
     timer_->expires_at(when);
     co_await timer_->async_wait(kAwait);
   }

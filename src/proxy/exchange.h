@@ -113,6 +113,7 @@ class Exchange {
   Clock::time_point last_activity_{};
   Clock::time_point client_wait_since_{};
   Clock::time_point upload_ended_at_{};
+  Clock::time_point watch_until_{};  // what the watchdog's timer waits for
   std::uint64_t body_bytes_ = 0;
   std::uint64_t resp_limit_ = 0;
   bool reused_ = false;             // the lease was a pooled connection

@@ -15,8 +15,8 @@ Cases:
   5  a buffered PUT is retried on a 503 (retry: retriable-status): the client gets the other
      endpoint's 200, and the 503 endpoint saw the whole body too
   6  a client that stalls mid-body gets 408 after the listener's body_timeout and its connection
-     closed (HTTP/1.1) or its stream answered (h2c); one that leaves is logged 499; no upstream
-     connection is ever opened, and Turnpike serves the next request
+     closed (HTTP/1.1) or its stream answered (h2c), as on a streaming route; one that leaves is
+     logged 499; no upstream connection is ever opened, and Turnpike serves the next request
 The backends are the in-process peers of duplex_backends.py (and harness.CannedBackend), so
 their timestamps share the test's clock.
 """
@@ -341,6 +341,22 @@ class TestStalledClient(BufferingCase):
         c.finish()
         status, _ = c.head(ANSWER_WAIT)
         self.assertEqual((status, c.read_all(ANSWER_WAIT)), (200, b"got 3 bytes"))
+
+    def test_streamed_route_stall_gets_the_same_408(self):
+        # What a stalled body gets without buffering, for comparison: 408 after body_timeout,
+        # here with the request already upstream. (Over h2c the body's first bytes come after
+        # the head, so the upload sends them before it waits on the client again.)
+        self.start(body_timeout="%gs" % STALL_TIMEOUT)
+        for proto in ("http1", "h2"):
+            c = self.client(proto)
+            c.open("POST", "/streamed/head", length=100 * KIB)
+            c.send(b"x" * 1000)
+            t0 = time.monotonic()
+            status, _ = c.head(h.scaled(STALL_TIMEOUT + 3))
+            took = time.monotonic() - t0
+            self.assertEqual(status, 408, proto)
+            self.assertLess(took, h.scaled(STALL_TIMEOUT + 2), proto)
+        self.assertEqual(self.backend.connections, 2)
 
     def test_client_leaving_mid_body_opens_no_upstream_connection(self):
         self.start()
