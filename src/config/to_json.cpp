@@ -77,6 +77,8 @@ json route_json(const Route& r) {
   out["timeout"] = format_duration(r.timeout);
   out["idle_timeout"] = format_duration(r.idle_timeout);
   if (r.mirror) out["mirror"] = {{"cluster", r.mirror->cluster}, {"percent", r.mirror->percent}};
+  if (r.request_buffering)
+    out["request_buffering"] = {{"max_bytes", r.request_buffering->max_bytes}};
   if (r.retry) {
     const RetryPolicy& p = *r.retry;
     json on = json::array();

@@ -58,6 +58,7 @@ class Loader : public ValueReader {
   void load_outlier_detection(const Value& v, OutlierDetection& out);
   void load_health_check(const Value& v, const Cluster& cluster, HealthCheck& out);
   void load_retry(const Value& v, RetryPolicy& out);
+  void load_request_buffering(const Value& v, std::optional<RequestBuffering>& out);
   void load_routes(const Value& v, Config& c);
   void load_route(const Value& v, std::size_t index, Route& r);
   void load_match(const Value& v, RouteMatch& m);
@@ -863,6 +864,29 @@ std::optional<Endpoint> Loader::load_endpoint(const Value& v, bool resolve) {
   return ep;
 }
 
+// `request_buffering`: {max_bytes: SIZE} (`{}`: 1MiB), on/true (the same), off/false (the
+// body streams, as without the key).
+void Loader::load_request_buffering(const Value& v, std::optional<RequestBuffering>& out) {
+  if (v.node.IsScalar()) {
+    const std::string s = lower(v.node.Scalar());
+    if (s == "off" || s == "false") {
+      out.reset();
+    } else if (s == "on" || s == "true") {
+      out.emplace();
+    } else {
+      error(v,
+            "expected a map such as {max_bytes: 1MiB}, or on/off, got '" + v.node.Scalar() + "'");
+    }
+    return;
+  }
+  const auto f = fields(v, {"max_bytes"});
+  if (!f) return;
+  RequestBuffering& rb = out.emplace();
+  if (const auto* m = f->get("max_bytes")) {
+    if (const auto n = size(*m, 1, 64 * kMiB)) rb.max_bytes = *n;
+  }
+}
+
 void Loader::load_routes(const Value& v, Config& c) {
   const auto items = list(v);
   if (!items) return;
@@ -876,9 +900,9 @@ void Loader::load_routes(const Value& v, Config& c) {
 void Loader::load_route(const Value& v, std::size_t index, Route& r) {
   r.loc = v.loc;
   r.name = "route-" + std::to_string(index);
-  const auto f =
-      fields(v, {"name", "match", "backend", "backends", "rewrite", "timeout", "idle_timeout",
-                 "retry", "mirror", "respond", "redirect", "websocket", "filters"});
+  const auto f = fields(
+      v, {"name", "match", "backend", "backends", "rewrite", "timeout", "idle_timeout", "retry",
+          "mirror", "request_buffering", "respond", "redirect", "websocket", "filters"});
   if (!f) return;
   if (const auto* rt = f->get("retry")) load_retry(*rt, r.retry.emplace());
   if (const auto* m = f->get("mirror")) {
@@ -962,6 +986,12 @@ void Loader::load_route(const Value& v, std::size_t index, Route& r) {
     }
     if (first_action != nullptr && first_name != "backend" && first_name != "backends") {
       error(*rw, "rewrite applies only to routes that proxy (backend or backends)");
+    }
+  }
+  if (const auto* rb = f->get("request_buffering")) {
+    load_request_buffering(*rb, r.request_buffering);
+    if (first_action != nullptr && first_name != "backend" && first_name != "backends") {
+      error(*rb, "request_buffering applies only to routes that proxy (backend or backends)");
     }
   }
   set_duration(*f, "timeout", r.timeout);

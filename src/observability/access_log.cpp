@@ -212,6 +212,11 @@ void AccessLogBuffer::append(const AccessRecord& r) {
   append_json_string_or_null(o, r.response_reason);
   o += ",\"mirror\":";
   append_json_string_or_null(o, r.mirror);
+  o += ",\"request_buffered\":";
+  if (r.request_buffered < 0)
+    o += "null";
+  else
+    append_uint(o, static_cast<std::uint64_t>(r.request_buffered));
   o += "}\n";
   if (o.size() >= kFlushThreshold) flush();
 }

@@ -41,6 +41,9 @@ struct AccessRecord {
   /// routes[].mirror: "sent" (a copy went to the mirror cluster), "skipped" (the body was not
   /// held whole, or the percent draw said no); empty: the route has no mirror.
   std::string_view mirror;
+  /// routes[].request_buffering: request body bytes read before the upstream was picked
+  /// (negative: the route does not buffer, or the request had no body).
+  std::int64_t request_buffered = -1;
 };
 
 /// The writer thread. Any thread may submit. A failed write (EPIPE, ENOSPC) drops its batch,

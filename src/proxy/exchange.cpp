@@ -1,5 +1,6 @@
 #include "proxy/exchange.h"
 
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <string_view>
@@ -126,7 +127,7 @@ void Exchange::fail(int status, std::string_view error) noexcept {
   failure_ = {status, error};
   // Whatever either direction waits on fails now.
   if (conn_) conn_->close();
-  if (pumping_) x_.s.cancel_read();
+  if (pumping_ || buffering_) x_.s.cancel_read();
   wake_watchdog();
 }
 
@@ -180,6 +181,7 @@ asio::awaitable<void> Exchange::run() {
   Clock::time_point head_deadline{};
   error_code ec;
   bool timed_out_overall = false;  // the last try ran out of the route's timeout
+  if (rc_.request_buffering && x_.req.has_body) co_await buffer_body();
   for (bool first_attempt = true;; first_attempt = false) {
     if (!begin_attempt(first_attempt)) break;
     if (first_attempt) {
@@ -197,7 +199,7 @@ asio::awaitable<void> Exchange::run() {
       ec = co_await connect();
       connect_failed = static_cast<bool>(ec);
     }
-    const std::span<const char> first(buf_.get(), first_.bytes);
+    const std::span<const char> first(first_data(), first_.bytes);
     const http::HeaderMap* trailers = first_.last ? x_.s.request_trailers() : nullptr;
     if (!ec)
       ec = co_await conn_->send_request(x_.req, target_, first, first_.last && !trailers,
@@ -283,7 +285,7 @@ void Exchange::mirror() {
   }
   try {
     start_mirror(x_, static_cast<std::uint32_t>(route_.mirror_cluster), target_,
-                 std::span<const char>(buf_.get(), first_.bytes), rc_.timeout);
+                 std::span<const char>(first_data(), first_.bytes), rc_.timeout);
     x_.mirror = "sent";
   } catch (...) {  // (a copy that could not be made: the real request goes on)
     x_.mirror = "skipped";
@@ -353,10 +355,73 @@ void Exchange::fail_upstream(const error_code& ec, bool per_try) noexcept {
   }
 }
 
+// routes[].request_buffering: reads the request body into memory, up to max_bytes, before an
+// endpoint is picked or a connection taken, so a slow upload holds no backend connection. A
+// body that fits is held whole: it goes up with the head in one go and is replayable like a
+// body-less request. A longer one goes up once max_bytes are here, the rest streamed by
+// upload(). The client's stalls are bounded as when the body streams (the listener's
+// body_timeout, the route's idle_timeout: 408), and so is the memory: max_bytes at most, grown
+// as the body comes (so a client that declares a large length and sends little holds little).
+asio::awaitable<void> Exchange::buffer_body() {
+  buffered_ = true;
+  first_ = {};
+  const std::uint64_t max = rc_.request_buffering->max_bytes;
+  const auto limit = x_.filters ? x_.filters->ctx.max_body_bytes : std::nullopt;
+  const std::chrono::milliseconds stall =
+      std::min(x_.s.connection().body_timeout, std::chrono::milliseconds(rc_.idle_timeout));
+  constexpr std::uint64_t kFirstChunk = 64 * 1024;
+  constexpr std::uint64_t kFirstDeclared = 1024 * 1024;
+  std::uint64_t cap = std::max<std::uint64_t>(
+      1, std::min({x_.req.content_length.value_or(kFirstChunk), kFirstDeclared, max}));
+  held_ = std::make_unique_for_overwrite<char[]>(cap);
+  std::uint64_t size = 0;
+  bool last = false;
+  buffering_ = true;
+  while (!last && size < max) {
+    if (size == cap) {  // (a body without a declared length, or longer than it said)
+      const std::uint64_t grown = std::min(max, std::max(cap * 2, kFirstChunk));
+      auto bigger = std::make_unique_for_overwrite<char[]>(grown);
+      std::memcpy(bigger.get(), held_.get(), size);
+      held_ = std::move(bigger);
+      cap = grown;
+    }
+    const std::span<char> room(held_.get() + size, cap - size);
+    const http::BodyRead r = co_await x_.s.read_body(room, stall);
+    if (failure_.status != 0) break;  // the client left, or the request was closed
+    if (r.ec) {
+      const int status = downstream_status(r.ec);
+      if (status == 0)
+        client_gone();
+      else
+        fail(status, status == 408   ? "request body timeout"
+                     : status == 413 ? "request body too large"
+                                     : "bad request body");
+      break;
+    }
+    size += r.bytes;
+    last = r.last;
+    if (limit && size > *limit) {
+      fail(413, "request body too large");
+      break;
+    }
+  }
+  buffering_ = false;
+  x_.request_buffered = size;
+  first_.bytes = size;
+  first_.last = last;
+  body_bytes_ = size;
+  // Held whole: the backend gets a Content-Length, whatever the client's framing was (nginx
+  // does the same), unless trailers must follow (HTTP/1.1 carries them only when chunked).
+  if (last && !x_.req.content_length && x_.s.request_trailers() == nullptr)
+    x_.req.content_length = size;
+}
+
 // Takes the body bytes that came with the head (first attempt), picks an endpoint and a pooled
 // connection or stream with it, if there is one. False when the request failed (fail()).
 bool Exchange::begin_attempt(bool first_attempt) {
-  if (first_attempt) {
+  if (first_attempt && buffered_) {
+    if (failure_.status != 0) return false;  // (buffer_body() failed)
+  } else if (first_attempt) {
     first_ = {};
     first_.last = true;
     if (x_.req.has_body) first_ = x_.s.read_buffered_body({buf_.get(), BufferPool::kSize});
@@ -573,6 +638,11 @@ asio::awaitable<void> Exchange::upload() {
   for (;;) {
     pump_waits_client_ = true;
     client_wait_since_ = Clock::now();
+    // The watchdog may sleep until a later deadline, set while the client was not the one
+    // waited for (the upload was sending, say): the client's body_timeout may come first.
+    if (client_wait_since_ + x_.s.connection().body_timeout < watch_until_ &&
+        !x_.s.response_started())
+      wake_watchdog();
     const http::BodyRead r = co_await x_.s.read_body(span, kUnbounded);
     pump_waits_client_ = false;
     if (stopping_ || failure_.status != 0) break;
@@ -636,6 +706,7 @@ asio::awaitable<void> Exchange::watchdog() {
       }
       break;
     }
+    watch_until_ = when;
     timer_->expires_at(when);
     co_await timer_->async_wait(kAwait);
   }

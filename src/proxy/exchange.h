@@ -7,6 +7,9 @@
 // response ended first), join the children, release (pool or close the upstream), and
 // answer_failure: the one place a failure becomes the client's answer.
 //
+// With routes[].request_buffering, a phase before all of these reads the request body (up to
+// max_bytes) before an endpoint is picked, so a slow upload holds no upstream connection.
+//
 // Deadlines: routes[].timeout bounds the wait for the response head once the request has been
 // sent; routes[].idle_timeout bounds body inactivity (no byte moving either way), so a stream
 // is not cut while data flows; listeners[].limits.body_timeout bounds a client stalling its
@@ -56,6 +59,7 @@ class Exchange {
   };
 
   // Phases.
+  boost::asio::awaitable<void> buffer_body();
   bool begin_attempt(bool first_attempt);
   boost::asio::awaitable<boost::system::error_code> connect();
   void start_upload();
@@ -84,6 +88,8 @@ class Exchange {
   void touch() noexcept { last_activity_ = Clock::now(); }
   void wake_watchdog() noexcept;
   std::chrono::milliseconds op_timeout(std::chrono::milliseconds own) const noexcept;
+  // The request body bytes that go up with the head: buffered ones, or those that came with it.
+  const char* first_data() const noexcept { return held_ ? held_.get() : buf_.get(); }
 
   RequestState& x_;
   const router::Route& route_;
@@ -94,7 +100,8 @@ class Exchange {
   upstream::EndpointState* ep_ = nullptr;
   std::shared_ptr<http::ClientStream> conn_;
   http::ResponseHead resp_;
-  http::BodyRead first_;  // request body bytes that came with the head
+  http::BodyRead first_;          // request body bytes that came with the head (or were buffered)
+  std::unique_ptr<char[]> held_;  // routes[].request_buffering: the body read before upstream
   Failure failure_;
   upstream::Overflow overflow_ = upstream::Overflow::None;  // refused by this cluster limit
   bool retrying_ = false;  // a retry in flight (counted against max_retries)
@@ -106,9 +113,12 @@ class Exchange {
   Clock::time_point last_activity_{};
   Clock::time_point client_wait_since_{};
   Clock::time_point upload_ended_at_{};
+  Clock::time_point watch_until_{};  // what the watchdog's timer waits for
   std::uint64_t body_bytes_ = 0;
   std::uint64_t resp_limit_ = 0;
   bool reused_ = false;             // the lease was a pooled connection
+  bool buffered_ = false;           // buffer_body() ran: first_ holds what it read
+  bool buffering_ = false;          // buffer_body() waits for the client's body bytes
   bool pumping_ = false;            // upload() runs
   bool pump_waits_client_ = false;  // upload() waits for the client's next body bytes
   bool pump_sends_last_ = false;    // upload() sends the body's end: let it finish

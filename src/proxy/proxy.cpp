@@ -268,6 +268,7 @@ void Proxy::log(RequestState& x) {
   r.upstream_failures = x.upstream_failures;
   r.response_reason = x.client_gone ? std::string_view("downstream_disconnect") : x.response_reason;
   r.mirror = x.mirror;
+  r.request_buffered = x.request_buffered;
   ctx_.access_log().append(r);
 }
 

@@ -58,6 +58,8 @@ struct RequestState final : PinnedStream, http::StreamObserver {
   int status = 0;
   double upstream_ms = -1;
   std::uint32_t upstream_attempts = 0;
+  // routes[].request_buffering: body bytes read before the upstream was picked; -1: none.
+  std::int64_t request_buffered = -1;
   std::string upstream_failures;     // "endpoint: what" per failed try, one per line
   std::string_view response_reason;  // access log: why Turnpike answered so (static text)
   std::string_view mirror;           // access log: "sent" or "skipped" (static text)

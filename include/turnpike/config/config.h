@@ -382,6 +382,16 @@ struct Mirror {
   std::uint32_t percent = 100;  // 0..100
 };
 
+/// `routes[].request_buffering`: the request body is read into memory, up to `max_bytes`,
+/// before an endpoint is picked and a connection taken, so a slow upload does not hold a
+/// backend connection (nginx's proxy_request_buffering). A body that fits goes up whole (and
+/// can be retried like a body-less request); a longer one goes up once `max_bytes` are here,
+/// the rest streamed. Off by default: streaming both ways at once is what gRPC and other
+/// bidirectional streams need, and buffering adds latency and memory.
+struct RequestBuffering {
+  std::uint64_t max_bytes = 1024 * 1024;  // 1 byte..64MiB
+};
+
 struct Route {
   std::string name;  // default "route-N" (N = index); unique
   RouteMatch match;
@@ -396,6 +406,7 @@ struct Route {
   Duration idle_timeout{60'000};
   std::optional<RetryPolicy> retry;
   std::optional<Mirror> mirror;
+  std::optional<RequestBuffering> request_buffering;  // none: the body streams (the default)
   /// `websocket`: WebSocket upgrades (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) are tunnelled
   /// to the backend; `websocket: false` refuses them, `{idle_timeout: 5m}` closes a tunnel
   /// with no traffic either way for that long (1s..24h).

@@ -441,6 +441,35 @@ TEST(Errors, RouteMirror) {
                  "t.yaml:13:13: routes[1].mirror: missing required key 'cluster'"});
 }
 
+TEST(Errors, RouteRequestBuffering) {
+  expect_errors(with_routes(R"(  - backend: users
+    request_buffering: {max_bytes: 1MB2}
+  - backend: users
+    request_buffering: {max_bytes: 65MiB, max_byte: 1KiB}
+  - backend: users
+    request_buffering: {max_bytes: 0}
+  - backend: users
+    request_buffering: sometimes
+  - backend: users
+    request_buffering: [max_bytes]
+  - respond: {status: 200}
+    request_buffering: {}
+)"),
+                {"t.yaml:11:36: routes[0].request_buffering.max_bytes: invalid size '1MB2' "
+                 "(expected bytes, or e.g. '64KiB', '10MiB', '1GiB', '10MB')",
+                 "t.yaml:13:36: routes[1].request_buffering.max_bytes: must be between 1 and "
+                 "64MiB, got '65MiB'",
+                 "t.yaml:13:43: routes[1].request_buffering: unknown key 'max_byte' (did you "
+                 "mean 'max_bytes'?)",
+                 "t.yaml:15:36: routes[2].request_buffering.max_bytes: must be between 1 and "
+                 "64MiB, got '0'",
+                 "t.yaml:17:24: routes[3].request_buffering: expected a map such as {max_bytes: "
+                 "1MiB}, or on/off, got 'sometimes'",
+                 "t.yaml:19:24: routes[4].request_buffering: expected a map, got a list",
+                 "t.yaml:21:24: routes[5].request_buffering: request_buffering applies only to "
+                 "routes that proxy (backend or backends)"});
+}
+
 TEST(Errors, RespondHeaders) {
   expect_errors(with_routes(R"(  - respond:
       headers: {Content-Length: "5", content-type: x, X-A: "a

@@ -435,6 +435,44 @@ routes:
   EXPECT_EQ(f.methods, fm);
 }
 
+TEST(Load, RouteRequestBuffering) {
+  const Config c = expect_valid(R"(listeners:
+  - listen: 127.0.0.1:1
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:9001"]}
+routes:
+  - {name: none, match: {path: /n}, backend: a}
+  - {name: defaults, match: {path: /d}, backend: a, request_buffering: {}}
+  - {name: sized, match: {path: /s}, backend: a, request_buffering: {max_bytes: 64KiB}}
+  - {name: bytes, match: {path: /b}, backend: a, request_buffering: {max_bytes: 1}}
+  - {name: largest, match: {path: /l}, backend: a, request_buffering: {max_bytes: 64MiB}}
+  - {name: on, match: {path: /on}, backend: a, request_buffering: on}
+  - {name: off, match: {path: /off}, backend: a, request_buffering: off}
+  - {name: false, match: {path: /f}, backend: a, request_buffering: false}
+)");
+  ASSERT_EQ(c.routes.size(), 8U);
+  EXPECT_FALSE(c.routes[0].request_buffering);
+  ASSERT_TRUE(c.routes[1].request_buffering);
+  EXPECT_EQ(c.routes[1].request_buffering->max_bytes, 1024U * 1024);
+  ASSERT_TRUE(c.routes[2].request_buffering);
+  EXPECT_EQ(c.routes[2].request_buffering->max_bytes, 64U * 1024);
+  ASSERT_TRUE(c.routes[3].request_buffering);
+  EXPECT_EQ(c.routes[3].request_buffering->max_bytes, 1U);
+  ASSERT_TRUE(c.routes[4].request_buffering);
+  EXPECT_EQ(c.routes[4].request_buffering->max_bytes, 64U * 1024 * 1024);
+  ASSERT_TRUE(c.routes[5].request_buffering);
+  EXPECT_EQ(c.routes[5].request_buffering->max_bytes, 1024U * 1024);
+  EXPECT_FALSE(c.routes[6].request_buffering);
+  EXPECT_FALSE(c.routes[7].request_buffering);
+  // The effective config says it (a reload's dry run compares routes by it) and loads back.
+  const auto j = to_json(c);
+  EXPECT_FALSE(j["routes"][0].contains("request_buffering"));
+  EXPECT_EQ(j["routes"][2]["request_buffering"]["max_bytes"], 64 * 1024);
+  const auto again = load_string(j.dump(), "effective.json");
+  ASSERT_TRUE(again.config.has_value()) << joined(error_lines(again));
+  EXPECT_EQ(to_json(*again.config), j);
+}
+
 TEST(Load, DigestIsSha256OfText) {
   const Config c = expect_valid(testing::kPreamble);
   EXPECT_EQ(c.digest.size(), 64U);
