@@ -6,7 +6,8 @@ side-by-side benchmark (bench/run.sh is): a ruler for one change.
 
   bench/instructions.py [--requests N] [--shape small|post|h2c|close] BINARY [BINARY...]
   bench/instructions.py --report docs/benchmarks.md --label-a BEFORE --label-b AFTER A B
-      (every shape, both binaries; writes the "instructions" section of the report)
+      [--section NAME --heading TEXT --intro TEXT]
+      (every shape, both binaries; writes the report's "instructions" section, or NAME's)
 
 For each binary: one worker under valgrind --tool=callgrind, one turnpike-echo upstream, a
 warm-up, counters zeroed, N requests over keep-alive connections, counters dumped; prints
@@ -137,36 +138,24 @@ access_log: {{path: "off"}}
                 p.kill()
 
 
-BEGIN = "<!-- instructions:begin -->"
-END = "<!-- instructions:end -->"
-SHAPES = (("small", "keep-alive `GET /` (about 400 bytes back)"),
-          ("post", "keep-alive `POST` with a 512-byte body"),
-          ("h2c", "h2c, 1 connection × 10 streams, `GET /`"),
-          ("close", "a new connection per request, `GET /` with `Connection: close`"))
-
-
-def write_report(path, rows, label_a, label_b, requests):
-    lines = [BEGIN, "## Instructions per request (callgrind)", "",
-             "Counted by `bench/instructions.py`: Turnpike (one worker) under "
-             "`valgrind --tool=callgrind`, one turnpike-echo upstream, a warm-up, then %d "
-             "requests; the instructions Turnpike's process executed, per request (user space "
-             "only; system calls per request are compared with `strace -c`). Repeatable to a "
-             "fraction of a percent for the same binary, so it measures one change exactly, "
-             "where wall-clock runs on this 2-core machine move by several percent." % requests,
-             "", "| traffic | %s | %s | ratio |" % (label_a, label_b), "|---|---:|---:|---:|"]
+def write_report(path, rows, label_a, label_b, requests, section="instructions",
+                 heading="Instructions per request (callgrind)", intro=""):
+    """Writes the comparison into the report's <!-- SECTION:begin --> .. end block."""
+    lines = ["<!-- %s:begin -->" % section, "## " + heading, ""]
+    if intro:
+        lines += [intro, ""]
+    lines += ["Counted by `bench/instructions.py`: Turnpike (one worker) under "
+              "`valgrind --tool=callgrind`, one turnpike-echo upstream, a warm-up, then %d "
+              "requests; the instructions Turnpike's process executed, per request (user space "
+              "only; system calls per request are compared with `strace -c`). Repeatable to a "
+              "fraction of a percent for the same binary, so it measures one change exactly, "
+              "where wall-clock runs on this 2-core machine move by several percent." % requests,
+              "", "| traffic | %s | %s | ratio |" % (label_a, label_b), "|---|---:|---:|---:|"]
     for shape, what, a, b in rows:
         lines.append("| %s | %s | %s | %.3f |" % (what, format(round(a), ","), format(round(b), ","),
                                                   b / a))
-    lines.append(END)
-    block = "\n".join(lines)
-    text = open(path).read() if os.path.exists(path) else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    lines.append("<!-- %s:end -->" % section)
+    bench.write_marked_section(path, lines[0], lines[-1], "\n".join(lines))
 
 
 def main():
@@ -180,6 +169,10 @@ def main():
     ap.add_argument("--report", help="write the comparison of two binaries into this report")
     ap.add_argument("--label-a", default="before")
     ap.add_argument("--label-b", default="after")
+    ap.add_argument("--section", default="instructions",
+                    help="the report's marked section to write (<!-- NAME:begin -->)")
+    ap.add_argument("--heading", default="Instructions per request (callgrind)")
+    ap.add_argument("--intro", default="", help="a paragraph before the method")
     ap.add_argument("--echo", default=os.path.join(ROOT, "build/release/turnpike-echo"))
     ap.add_argument("--client", default=os.path.join(ROOT, "build/release/turnpike-client"))
     a = ap.parse_args()
@@ -198,7 +191,8 @@ def main():
                     per.append(measure(b, a.echo, a.client, shape, a.requests, 0, wd)[0])
             print("%s: %s %.0f, %s %.0f" % (shape, a.label_a, per[0], a.label_b, per[1]))
             rows.append((shape, what, per[0], per[1]))
-        write_report(a.report, rows, a.label_a, a.label_b, a.requests)
+        write_report(a.report, rows, a.label_a, a.label_b, a.requests, a.section, a.heading,
+                     a.intro)
         return 0
     for b in a.binaries:
         with tempfile.TemporaryDirectory() as wd:

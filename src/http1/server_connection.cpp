@@ -292,7 +292,9 @@ asio::awaitable<void> ServerConnection::run() {
     observer_ = nullptr;
     if (state_ == State::Closed) break;
     if (!response_started_) {
-      co_await reply_error(500, "handler sent no response");
+      // A handler that answered nothing because its client left (the watch saw the close) is
+      // not a server error: there is nobody to answer and nothing more to log.
+      if (!watch_ec_) co_await reply_error(500, "handler sent no response");
       break;
     }
     // The request body was not read to its end: what follows it cannot be parsed.

@@ -126,6 +126,7 @@ void Exchange::fail(int status, std::string_view error) noexcept {
   if (failure_.status != 0) return;
   failure_ = {status, error};
   // Whatever either direction waits on fails now.
+  wait_.cancel();
   if (conn_) conn_->close();
   if (pumping_ || buffering_) x_.s.cancel_read();
   wake_watchdog();
@@ -198,6 +199,7 @@ asio::awaitable<void> Exchange::run() {
     if (!conn_) {
       ec = co_await connect();
       connect_failed = static_cast<bool>(ec);
+      if (failure_.status != 0) break;  // ended meanwhile (the client left): nothing goes up
     }
     const std::span<const char> first(first_data(), first_.bytes);
     const http::HeaderMap* trailers = first_.last ? x_.s.request_trailers() : nullptr;
@@ -470,7 +472,7 @@ bool Exchange::begin_attempt(bool first_attempt) {
 // A new HTTP/1.1 connection to the endpoint (none was pooled), or one released by another
 // request while this one waited at max_connections.
 asio::awaitable<error_code> Exchange::connect() {
-  auto lease = co_await pool_.connect(*ep_);
+  auto lease = co_await pool_.connect(*ep_, &wait_);
   if (lease.overflow != upstream::Overflow::None) {
     refuse(lease.overflow);
     co_return asio::error::no_buffer_space;

@@ -104,7 +104,8 @@ class Exchange {
   std::unique_ptr<char[]> held_;  // routes[].request_buffering: the body read before upstream
   Failure failure_;
   upstream::Overflow overflow_ = upstream::Overflow::None;  // refused by this cluster limit
-  bool retrying_ = false;  // a retry in flight (counted against max_retries)
+  upstream::ConnectWait wait_;  // a wait for a connection at max_connections: fail() ends it
+  bool retrying_ = false;       // a retry in flight (counted against max_retries)
   // Only while the request body streams up (most requests have none): constructing timers per
   // request is not free.
   std::optional<support::TaskGroup> children_;

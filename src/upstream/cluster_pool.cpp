@@ -62,6 +62,11 @@ bool EndpointSlots::wake(std::shared_ptr<http1::ClientConnection> conn) noexcept
   return true;
 }
 
+void ConnectWait::cancel() noexcept {
+  cancelled = true;
+  if (waiter != nullptr) static_cast<EndpointSlots::Waiter*>(waiter)->timer.cancel();
+}
+
 const char* overflow_name(Overflow o) noexcept {
   switch (o) {
     case Overflow::MaxConnections:
@@ -287,9 +292,13 @@ ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool p
   return lease;
 }
 
-asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep) {
+asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep, ConnectWait* wait) {
   Lease lease;
   const std::shared_ptr<EndpointSlots> slots = ep.slots;
+  if (wait != nullptr && wait->cancelled) {
+    lease.ec = asio::error::operation_aborted;
+    co_return lease;
+  }
   // At max_connections: wait for one of this worker's connections to the endpoint to be
   // released (it is handed over) or closed (a slot frees), in a bounded queue, with a deadline.
   // A worker with none of its own opens one anyway, so that it is never left waiting on
@@ -303,16 +312,28 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep) {
     w.timer.expires_after(config_->connect_timeout);
     slots->waiters.push_back(&w);
     ++pending_;
+    if (wait != nullptr) wait->waiter = &w;
     struct Leave {  // out of the queue however the wait ends (the frame may be destroyed)
       EndpointSlots& slots;
       EndpointSlots::Waiter& w;
       ClusterPool& pool;
+      ConnectWait* wait;
       ~Leave() {
         if (!w.woken) std::erase(slots.waiters, &w);
         --pool.pending_;
+        if (wait != nullptr) wait->waiter = nullptr;
       }
-    } leave{*slots, w, *this};
+    } leave{*slots, w, *this, wait};
     co_await w.timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (wait != nullptr && wait->cancelled) {
+      // The request ended while it waited: what it was handed goes to the next in line.
+      if (w.conn)
+        release(ep, std::move(w.conn));
+      else if (w.woken)
+        slots->wake(nullptr);
+      lease.ec = asio::error::operation_aborted;
+      co_return lease;
+    }
     if (!w.woken) {
       lease.overflow = Overflow::MaxConnections;
       co_return lease;

@@ -59,6 +59,16 @@ struct EndpointState {
   std::uint64_t failures = 0;  // tries that failed: connect failure, reset, timeout
 };
 
+/// A request's hold on its wait for a connection (at max_connections), so that a request that
+/// ends meanwhile (its client left) leaves the queue at once instead of being handed a
+/// connection it would not use. Owned by the request; owning worker only.
+struct ConnectWait {
+  void cancel() noexcept;
+  bool cancelled = false;
+  EndpointSlots* slots = nullptr;  // while queued
+  void* waiter = nullptr;          // EndpointSlots::Waiter, while queued
+};
+
 /// Why a request was refused by the cluster's limits (clusters[].limits), or none.
 enum class Overflow { None, MaxConnections, MaxPendingRequests, MaxRequests };
 const char* overflow_name(Overflow o) noexcept;  // "max_connections"...
@@ -152,7 +162,9 @@ class ClusterPool {
   /// for one to be released or closed, in a queue bounded by max_pending_requests; HTTP/2
   /// refuses at once when every connection is full. Refusals come back as `overflow`.
   Lease take(EndpointState& ep, bool allow_reuse, bool probe);
-  boost::asio::awaitable<Lease> connect(EndpointState& ep);
+  /// `wait`: lets the caller cancel a wait in the queue (the lease then has
+  /// operation_aborted); a connection handed over meanwhile goes to the next in line.
+  boost::asio::awaitable<Lease> connect(EndpointState& ep, ConnectWait* wait = nullptr);
   /// Returns an exchange that completed. HTTP/1.1: the connection is pooled, or closed if not
   /// reusable or the pool is full; HTTP/2: the stream is released.
   void release(EndpointState& ep, std::shared_ptr<http::ClientStream> conn) noexcept;

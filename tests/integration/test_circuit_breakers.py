@@ -115,6 +115,28 @@ class CircuitBreakerTest(h.TurnpikeCase):
         self.assertLess(took, h.scaled(2))
         self.assertEqual(backend.max_active, 1)
 
+    def test_a_client_that_leaves_while_queued_is_never_sent_upstream(self):
+        backend = self.slow(1.0)
+        tp = self.start([backend], {"max_connections": 1, "max_pending_requests": 4},
+                        connect_timeout="5s")
+        first = threading.Thread(target=lambda: tp.request("GET", "/first", timeout=30))
+        first.start()
+        time.sleep(0.3)  # /first holds the one connection
+        # /gone waits for it in the queue, and its client leaves.
+        c = tp.conn()
+        c.send(h.build_request("GET", "/gone"))
+        time.sleep(0.3)
+        c.close()
+        first.join(h.scaled(30))
+        # The queue moves on: the next request gets the connection, /gone never reaches it.
+        r = tp.get("/next", timeout=30)
+        self.assertEqual(r.status, 200)
+        time.sleep(0.3)
+        self.assertEqual([t for _, t, _, _ in backend.seen], ["/first", "/next"])
+        gone = [e for e in self.log_lines(tp) if e["path"] == "/gone"]
+        self.assertEqual(len(gone), 1, gone)
+        self.assertEqual(gone[0]["response_reason"], "downstream_disconnect")
+
     def test_max_retries_caps_retries_that_may_reach_a_backend(self):
         bad = h.CannedBackend("bad", status=503)
         self.addCleanup(bad.stop)
