@@ -138,6 +138,12 @@ access_log: {{path: "off"}}
                 p.kill()
 
 
+SHAPES = (("small", "keep-alive `GET /` (about 400 bytes back)"),
+          ("post", "keep-alive `POST` with a 512-byte body"),
+          ("h2c", "h2c, 1 connection × 10 streams, `GET /`"),
+          ("close", "a new connection per request, `GET /` with `Connection: close`"))
+
+
 def write_report(path, rows, label_a, label_b, requests, section="instructions",
                  heading="Instructions per request (callgrind)", intro=""):
     """Writes the comparison into the report's <!-- SECTION:begin --> .. end block."""

@@ -190,7 +190,9 @@ asio::awaitable<void> Exchange::run() {
       if (route_.mirror_cluster >= 0) mirror();
     }
     const Clock::time_point try_start = up_start_;  // (begin_attempt's clock reading)
-    const std::chrono::milliseconds try_timeout = retry.try_timeout(head_deadline, try_start);
+    const std::chrono::milliseconds try_timeout = first_attempt
+                                                      ? retry.first_try_timeout(rc_.timeout)
+                                                      : retry.try_timeout(head_deadline, try_start);
     // This try has what is left of the route's timeout: when it times out, so has the route.
     // (try_timeout is whole milliseconds, rounded down.)
     const bool last_chance =
@@ -454,7 +456,10 @@ bool Exchange::begin_attempt(bool first_attempt) {
   }
   const upstream::EndpointState* previous = ep_;  // a retry's: another endpoint, if one is usable
   if (ep_ != nullptr) pool_.request_ended(*ep_);
-  ep_ = &pool_.pick(hash_key(pool_.config().hash_on, x_), previous, up_start_);
+  const config::HashOn& hash_on = pool_.config().hash_on;
+  ep_ =
+      &pool_.pick(hash_on.kind == config::HashOn::Kind::None ? std::nullopt : hash_key(hash_on, x_),
+                  previous, up_start_);
   pool_.request_started(*ep_);
   ++x_.upstream_attempts;
   x_.upstream = ep_->label;

@@ -185,9 +185,8 @@ void ClusterPool::rebind(const config::Cluster& same_definition,
   }
 }
 
-void ClusterPool::refresh(std::chrono::steady_clock::time_point now) noexcept {
-  const auto version = hosts_.health->version.load(std::memory_order_relaxed);
-  if (version == seen_version_ && now < next_return_) return;
+void ClusterPool::refresh_slow(std::chrono::steady_clock::time_point now,
+                               std::uint64_t version) noexcept {
   seen_version_ = version;
   next_return_ = std::chrono::steady_clock::time_point::max();
   usable_.assign(endpoints_.size(), 1);
@@ -219,6 +218,8 @@ void ClusterPool::refresh(std::chrono::steady_clock::time_point now) noexcept {
 
 EndpointState& ClusterPool::pick(std::optional<std::uint64_t> hash_key, const EndpointState* avoid,
                                  std::chrono::steady_clock::time_point now) noexcept {
+  // One endpoint: it is the answer whatever its health (none_usable() said whether to try).
+  if (endpoints_.size() == 1) return endpoints_.front();
   refresh(now);
   Usable usable;
   if (!all_usable_) usable.mask = usable_;
@@ -368,9 +369,13 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::acquire(EndpointState& ep, bool
 void ClusterPool::release(EndpointState& ep, std::shared_ptr<http::ClientStream> stream) noexcept {
   if (h2_) return;  // the stream ends here; its connection stays with the others
   auto conn = std::static_pointer_cast<http1::ClientConnection>(std::move(stream));
+  const bool reusable = conn->reusable();
   // A request waiting for a connection (max_connections) takes it at once.
-  if (conn->reusable() && ep.slots->wake(conn)) return;
-  if (!conn->reusable() || ep.idle.size() >= config_->max_idle_per_endpoint) {
+  if (reusable && !ep.slots->waiters.empty()) {
+    ep.slots->wake(std::move(conn));
+    return;
+  }
+  if (!reusable || ep.idle.size() >= config_->max_idle_per_endpoint) {
     conn->close();
     return;
   }

@@ -198,7 +198,11 @@ class ClusterPool {
   std::unique_ptr<LoadBalancer> lb_;
   // Which endpoints are usable, as this worker last saw the shared state: rebuilt when the
   // cluster's health version moves or the earliest ejection ends.
-  void refresh(std::chrono::steady_clock::time_point now) noexcept;
+  void refresh(std::chrono::steady_clock::time_point now) noexcept {
+    const auto version = hosts_.health->version.load(std::memory_order_relaxed);
+    if (version != seen_version_ || now >= next_return_) refresh_slow(now, version);
+  }
+  void refresh_slow(std::chrono::steady_clock::time_point now, std::uint64_t version) noexcept;
   void report_slow(const EndpointState& ep, Outcome outcome, std::string_view why) noexcept;
   ClusterHosts hosts_;
   std::vector<std::uint8_t> usable_;

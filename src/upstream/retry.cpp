@@ -22,8 +22,8 @@ bool RetryState::method_allowed() const noexcept {
          policy_->methods.end();
 }
 
-bool RetryState::retriable_status(int status) const noexcept {
-  if (policy_ == nullptr || (status < 500 && policy_->statuses.empty())) return false;
+bool RetryState::retriable_status_slow(int status) const noexcept {
+  if (status < 500 && policy_->statuses.empty()) return false;
   const config::RetryPolicy& p = *policy_;
   if (p.on_5xx && status >= 500 && status <= 599) return true;
   if (p.on_gateway_error && (status == 502 || status == 503 || status == 504)) return true;

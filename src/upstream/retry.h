@@ -5,6 +5,7 @@
 // of the worker. Owning worker thread only.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string_view>
@@ -49,7 +50,9 @@ class RetryState {
 
   /// Whether a response with `status` could be retried at all (checked before anything else
   /// is looked at; false for every status without a retry block).
-  bool retriable_status(int status) const noexcept;
+  bool retriable_status(int status) const noexcept {
+    return policy_ != nullptr && retriable_status_slow(status);
+  }
 
   /// After try number tries() failed as `r`: whether to send another. `replayable`: the whole
   /// request can be sent again (its body, if any, is still held). Counts the try.
@@ -66,6 +69,13 @@ class RetryState {
   /// `timeout` (counted from `head_deadline`), at most per_try_timeout.
   std::chrono::milliseconds try_timeout(Clock::time_point head_deadline,
                                         Clock::time_point now) const noexcept;
+  /// try_timeout() of the first try (started at the clock reading the route's timeout is
+  /// counted from): the route's timeout, at most per_try_timeout.
+  std::chrono::milliseconds first_try_timeout(
+      std::chrono::milliseconds route_timeout) const noexcept {
+    if (policy_ == nullptr || !policy_->per_try_timeout) return route_timeout;
+    return std::min(route_timeout, *policy_->per_try_timeout);
+  }
 
   /// The retry budget's cap on retries in flight for `active` requests in flight (none: no
   /// budget, no retry block).
@@ -73,6 +83,7 @@ class RetryState {
   bool configured() const noexcept { return policy_ != nullptr; }
 
  private:
+  bool retriable_status_slow(int status) const noexcept;
   bool idempotent() const noexcept;      // RFC 9110: may run twice with the effect of once
   bool method_allowed() const noexcept;  // listed in the policy's methods
   // Only what the usual request (no failure) needs is set up front: the method is looked at
