@@ -72,6 +72,21 @@ class MirrorTest(h.TurnpikeCase):
             self.assertEqual(tp.get("/d%d" % i).status, 200)
         self.assertEqual(len(main.seen), 10)
 
+    def test_a_client_that_leaves_does_not_stop_the_mirror_copy(self):
+        # The real backend is slow; the client leaves before its answer. The mirror copy was
+        # sent when the request went up and is answered on its own; Turnpike stays healthy.
+        main, shadow = self.backend("main", delay=1.0), self.backend("shadow")
+        tp = self.start(main, shadow)
+        c = tp.conn()
+        c.send(h.build_request("POST", "/gone", headers=[("Content-Length", "5")]) + b"hello")
+        h.wait_for(lambda: len(shadow.seen) == 1, h.scaled(5), what="the mirrored request")
+        c.close()
+        time.sleep(1.2)
+        self.assertEqual(shadow.seen, [("POST", "/gone", "localhost-shadow", b"hello")])
+        self.assertEqual(tp.get("/after").status, 200)
+        lines = {e["path"]: e for e in self.log_lines(tp)}
+        self.assertEqual((lines["/gone"]["status"], lines["/gone"]["mirror"]), (499, "sent"))
+
     def test_percent_mirrors_that_share(self):
         main, shadow = self.backend("main"), self.backend("shadow")
         tp = self.start(main, shadow, percent=0)

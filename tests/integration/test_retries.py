@@ -139,6 +139,29 @@ class RetryTest(h.TurnpikeCase):
         self.assertEqual(tp.get("/g").status, 502)
         self.assertEqual(resetting.methods, ["POST", "GET"])
 
+    def test_a_streamed_upload_answered_503_is_not_retried(self):
+        # Its body was streaming up (not held whole), so it cannot be sent again: the 503
+        # reaches the client even though the route retries 503 for PUT.
+        bad = self.canned("bad", status=503)
+        good = self.canned("good")
+        tp = self.start([bad, good], retry={"attempts": 3, "on": ["retriable-status"],
+                                             "statuses": [503], "methods": ["PUT"]})
+        body = b"x" * 200000
+        statuses = []
+        for i in range(2):  # round robin: one of the two meets the 503 backend
+            with tp.conn(timeout=10) as c:
+                c.send(h.build_request("PUT", "/u%d" % i,
+                                       headers=[("Content-Length", str(len(body)))]))
+                c.send(body[:1000])
+                time.sleep(0.3)  # the rest comes later: the request is already on its way
+                c.send(body[1000:])
+                statuses.append(c.read_response().status)
+        self.assertEqual(sorted(statuses), [200, 503])
+        self.assertEqual([(m, len(b)) for m, _, _, b in bad.seen], [("PUT", len(body))])
+        self.assertEqual([(m, len(b)) for m, _, _, b in good.seen], [("PUT", len(body))])
+        tried = sorted((e["status"], e["upstream_attempts"]) for e in self.log_lines(tp))
+        self.assertEqual(tried, [(200, 1), (503, 1)])
+
     def test_per_try_timeout_moves_a_request_off_a_frozen_backend(self):
         slow = self.canned("slow", delay=3)
         good = self.canned("good")
