@@ -494,6 +494,7 @@ void ClientConnection::stream_done() noexcept {
     idle_since_ = Clock::now();
     if (going_away_) close();
   }
+  if (on_stream_done_) on_stream_done_();
 }
 
 void ClientConnection::shutdown() noexcept {

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -50,6 +51,9 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
 
   /// Opens a stream for one request.
   std::shared_ptr<http::ClientStream> open_stream();
+  /// Called each time a stream ends (room for another): the pool wakes a request waiting for
+  /// one at max_connections.
+  void on_stream_done(std::function<void()> f) { on_stream_done_ = std::move(f); }
   /// No new streams; GOAWAY and close once the open ones are done.
   void shutdown() noexcept;
   /// Closes now; open streams fail.
@@ -83,7 +87,8 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   std::map<std::int32_t, Stream*> by_id_;
   std::string out_;
   boost::system::error_code error_;  // why the connection failed
-  std::size_t streams_ = 0;          // open Stream objects
+  std::function<void()> on_stream_done_;
+  std::size_t streams_ = 0;  // open Stream objects
   std::uint64_t served_ = 0;
   std::uint32_t peer_max_streams_ = 100;
   Clock::time_point idle_since_ = Clock::now();

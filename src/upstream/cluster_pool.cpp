@@ -261,14 +261,12 @@ ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool p
         return lease;
       }
     }
-    // At max_connections with every connection full: refused (no queue for HTTP/2).
-    if (ep.slots->open >= max_connections_ && !ep.h2.empty()) {
-      lease.overflow = Overflow::MaxConnections;
-      return lease;
-    }
+    // At max_connections with every connection full: no lease; connect() waits in the queue.
+    if (ep.slots->open >= max_connections_ && !ep.h2.empty()) return lease;
     // A new connection; the stream's request waits for it to be up.
     auto c =
         make_connection<http2::ClientConnection>(ep, ex_, h2_settings(config_->http2), ep.label);
+    c->on_stream_done([slots = ep.slots]() noexcept { slots->wake(nullptr); });
     asio::co_spawn(
         ex_, connect_h2(c, ep.endpoint, config_->connect_timeout, tls_, ep.tls_name, ep.label),
         support::log_exception("upstream h2 connect",
@@ -293,12 +291,72 @@ ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool p
   return lease;
 }
 
+// One turn in the endpoint's queue at max_connections: until a connection is released (handed
+// over: `conn`) or closed, or an HTTP/2 stream ends (woken, no `conn`), or `deadline`, or the
+// request ends (cancelled: what it was handed goes to the next in line).
+asio::awaitable<ClusterPool::QueueTurn> ClusterPool::queue_turn(
+    EndpointState& ep, std::chrono::steady_clock::time_point deadline, ConnectWait* wait) {
+  QueueTurn turn;
+  const std::shared_ptr<EndpointSlots> slots = ep.slots;
+  EndpointSlots::Waiter w(ex_);
+  w.timer.expires_at(deadline);
+  slots->waiters.push_back(&w);
+  ++pending_;
+  if (wait != nullptr) wait->waiter = &w;
+  struct Leave {  // out of the queue however the wait ends (the frame may be destroyed)
+    EndpointSlots& slots;
+    EndpointSlots::Waiter& w;
+    ClusterPool& pool;
+    ConnectWait* wait;
+    ~Leave() {
+      if (!w.woken) std::erase(slots.waiters, &w);
+      --pool.pending_;
+      if (wait != nullptr) wait->waiter = nullptr;
+    }
+  } leave{*slots, w, *this, wait};
+  co_await w.timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (wait != nullptr && wait->cancelled) {
+    if (w.conn)
+      release(ep, std::move(w.conn));
+    else if (w.woken)
+      slots->wake(nullptr);
+    turn.cancelled = true;
+    co_return turn;
+  }
+  turn.woken = w.woken;
+  turn.conn = std::move(w.conn);
+  co_return turn;
+}
+
 asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep, ConnectWait* wait) {
   Lease lease;
   const std::shared_ptr<EndpointSlots> slots = ep.slots;
   if (wait != nullptr && wait->cancelled) {
     lease.ec = asio::error::operation_aborted;
     co_return lease;
+  }
+  // One deadline for the whole wait, however many turns it takes.
+  const auto deadline = std::chrono::steady_clock::now() + config_->connect_timeout;
+  if (h2_) {
+    // Every connection to the endpoint is full and no other may be opened (max_connections):
+    // wait for a stream to end or a connection to close, in the same bounded queue.
+    for (;;) {
+      lease = take(ep, true, false);
+      if (lease.conn || lease.overflow != Overflow::None) co_return lease;
+      if (pending_ >= max_pending_) {
+        lease.overflow = Overflow::MaxPendingRequests;
+        co_return lease;
+      }
+      const QueueTurn turn = co_await queue_turn(ep, deadline, wait);
+      if (turn.cancelled) {
+        lease.ec = asio::error::operation_aborted;
+        co_return lease;
+      }
+      if (!turn.woken) {
+        lease.overflow = Overflow::MaxConnections;
+        co_return lease;
+      }
+    }
   }
   // At max_connections: wait for one of this worker's connections to the endpoint to be
   // released (it is handed over) or closed (a slot frees), in a bounded queue, with a deadline.
@@ -309,38 +367,17 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep, Conn
       lease.overflow = Overflow::MaxPendingRequests;
       co_return lease;
     }
-    EndpointSlots::Waiter w(ex_);
-    w.timer.expires_after(config_->connect_timeout);
-    slots->waiters.push_back(&w);
-    ++pending_;
-    if (wait != nullptr) wait->waiter = &w;
-    struct Leave {  // out of the queue however the wait ends (the frame may be destroyed)
-      EndpointSlots& slots;
-      EndpointSlots::Waiter& w;
-      ClusterPool& pool;
-      ConnectWait* wait;
-      ~Leave() {
-        if (!w.woken) std::erase(slots.waiters, &w);
-        --pool.pending_;
-        if (wait != nullptr) wait->waiter = nullptr;
-      }
-    } leave{*slots, w, *this, wait};
-    co_await w.timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    if (wait != nullptr && wait->cancelled) {
-      // The request ended while it waited: what it was handed goes to the next in line.
-      if (w.conn)
-        release(ep, std::move(w.conn));
-      else if (w.woken)
-        slots->wake(nullptr);
+    QueueTurn turn = co_await queue_turn(ep, deadline, wait);
+    if (turn.cancelled) {
       lease.ec = asio::error::operation_aborted;
       co_return lease;
     }
-    if (!w.woken) {
+    if (!turn.woken) {
       lease.overflow = Overflow::MaxConnections;
       co_return lease;
     }
-    if (w.conn) {
-      lease.conn = std::move(w.conn);
+    if (turn.conn) {
+      lease.conn = std::move(turn.conn);
       lease.reused = true;
       co_return lease;
     }

@@ -159,8 +159,9 @@ class ClusterPool {
   /// pooled HTTP/1.1 connection or an HTTP/2 stream without I/O (null `conn`: none, connect());
   /// connect() opens a new HTTP/1.1 connection. At max_connections (this worker's share, with
   /// at least one connection of its own to the endpoint), connect() waits up to connect_timeout
-  /// for one to be released or closed, in a queue bounded by max_pending_requests; HTTP/2
-  /// refuses at once when every connection is full. Refusals come back as `overflow`.
+  /// for one to be released or closed, in a queue bounded by max_pending_requests; with HTTP/2,
+  /// when every connection is full, for a stream to end (or a connection to close), in the same
+  /// queue. Refusals come back as `overflow`.
   Lease take(EndpointState& ep, bool allow_reuse, bool probe);
   /// `wait`: lets the caller cancel a wait in the queue (the lease then has
   /// operation_aborted); a connection handed over meanwhile goes to the next in line.
@@ -193,6 +194,14 @@ class ClusterPool {
   std::uint32_t max_retries_ = 0;
   unsigned workers_ = 1;
   void set_limits() noexcept;
+  struct QueueTurn {
+    bool woken = false;      // a connection was released or closed, or a stream ended
+    bool cancelled = false;  // the request ended meanwhile (ConnectWait)
+    std::shared_ptr<http1::ClientConnection> conn;  // handed over (HTTP/1.1)
+  };
+  boost::asio::awaitable<QueueTurn> queue_turn(EndpointState& ep,
+                                               std::chrono::steady_clock::time_point deadline,
+                                               ConnectWait* wait);
   template <class Conn, class... Args>
   std::shared_ptr<Conn> make_connection(EndpointState& ep, Args&&... args);
   std::unique_ptr<LoadBalancer> lb_;

@@ -99,6 +99,37 @@ class UpstreamH2Test(h.TurnpikeCase):
         self.assertEqual(version, b"2")
         self.assertEqual(json.loads(body)["path"], "/h2/all/the/way")
 
+    def test_at_max_connections_requests_wait_for_a_stream_in_a_bounded_queue(self):
+        # One connection (max_connections 1) of two streams: two requests run, three wait for
+        # a stream to end (max_pending_requests 3), the sixth is refused at once.
+        self.start_backend()
+        self.start_front(self.h2c_cluster(http2={"max_concurrent_streams": 2},
+                                          limits={"max_connections": 1,
+                                                  "max_pending_requests": 3},
+                                          connect_timeout="5s"), workers=1)
+        results = [None] * 6
+        t0 = time.monotonic()
+
+        def one(i):
+            r = self.front.request("GET", "/delay/700?%d" % i, timeout=30)
+            results[i] = (r.status, r.header("X-Turnpike-Overloaded"), time.monotonic() - t0)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(h.scaled(30))
+        ok = sorted(r[2] for r in results if r[0] == 200)
+        refused = [r for r in results if r[0] == 503]
+        self.assertEqual((len(ok), len(refused)), (5, 1), results)
+        self.assertEqual(refused[0][1], "max_pending_requests")
+        self.assertLess(refused[0][2], h.scaled(0.7))  # at once, not after a wait
+        # Three rounds of two streams: the last answers came after two others' 700 ms.
+        self.assertGreater(ok[-1], 1.4)
+        clusters = json.loads(self.front.admin("GET", "/clusters").body)
+        self.assertEqual(clusters["clusters"][0]["endpoints"][0]["connections"]["open"], 1)
+
     def test_streams_are_multiplexed_up_to_the_cap(self):
         self.start_backend()
         self.start_front(self.h2c_cluster(http2={"max_concurrent_streams": 4}), workers=1)
