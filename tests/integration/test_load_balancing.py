@@ -165,6 +165,19 @@ class LoadBalancingTest(h.TurnpikeCase):
         self.assertGreater(sum(lr_seen.values()), 3 * sum(rr_seen.values()),
                            "least_request served no more: %s vs %s" % (lr_seen, rr_seen))
 
+    def test_a_reload_that_changes_only_the_policy_applies_it(self):
+        tp = self.start("round_robin")
+        self.assertEqual(len(self.spread(tp, 12, headers=[("X-User", "alice")])), 3)
+        cfg = dict(tp.cfg)
+        cfg["clusters"] = [dict(cfg["clusters"][0], lb_policy="ring_hash",
+                                hash_on={"header": "X-User"})]
+        with open(tp.config_path, "w") as f:
+            f.write(h.to_yaml(cfg) + "\n")
+        r = tp.admin("POST", "/reload")
+        self.assertEqual(r.status, 200, r.body)
+        # The pool's balancer is the new policy's: one key, one backend.
+        self.assertEqual(len(self.spread(tp, 12, headers=[("X-User", "alice")])), 1)
+
     def test_a_bad_policy_or_hash_on_is_refused_with_its_position(self):
         path = self.stack.write("bad.yaml", """admin: {listen: 127.0.0.1:1}
 listeners:
