@@ -291,12 +291,18 @@ ClusterPool::Lease ClusterPool::take(EndpointState& ep, bool allow_reuse, bool p
   return lease;
 }
 
-// One turn in the endpoint's queue at max_connections: until a connection is released (handed
-// over: `conn`) or closed, or an HTTP/2 stream ends (woken, no `conn`), or `deadline`, or the
-// request ends (cancelled: what it was handed goes to the next in line).
-asio::awaitable<ClusterPool::QueueTurn> ClusterPool::queue_turn(
+// One turn in the endpoint's queue at max_connections, in a queue bounded by
+// max_pending_requests: until a connection is released (handed over) or closed, an HTTP/2 stream
+// ends, `deadline` passes or the request ends (what it was handed then goes to the next in
+// line). The lease to answer with (refused, aborted, or a connection handed over), or none when
+// woken to look again.
+asio::awaitable<std::optional<ClusterPool::Lease>> ClusterPool::wait_turn(
     EndpointState& ep, std::chrono::steady_clock::time_point deadline, ConnectWait* wait) {
-  QueueTurn turn;
+  Lease lease;
+  if (pending_ >= max_pending_) {
+    lease.overflow = Overflow::MaxPendingRequests;
+    co_return lease;
+  }
   const std::shared_ptr<EndpointSlots> slots = ep.slots;
   EndpointSlots::Waiter w(ex_);
   w.timer.expires_at(deadline);
@@ -320,17 +326,21 @@ asio::awaitable<ClusterPool::QueueTurn> ClusterPool::queue_turn(
       release(ep, std::move(w.conn));
     else if (w.woken)
       slots->wake(nullptr);
-    turn.cancelled = true;
-    co_return turn;
+    lease.ec = asio::error::operation_aborted;
+    co_return lease;
   }
-  turn.woken = w.woken;
-  turn.conn = std::move(w.conn);
-  co_return turn;
+  if (!w.woken) {
+    lease.overflow = Overflow::MaxConnections;
+    co_return lease;
+  }
+  if (!w.conn) co_return std::nullopt;
+  lease.conn = std::move(w.conn);
+  lease.reused = true;
+  co_return lease;
 }
 
 asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep, ConnectWait* wait) {
   Lease lease;
-  const std::shared_ptr<EndpointSlots> slots = ep.slots;
   if (wait != nullptr && wait->cancelled) {
     lease.ec = asio::error::operation_aborted;
     co_return lease;
@@ -339,48 +349,20 @@ asio::awaitable<ClusterPool::Lease> ClusterPool::connect(EndpointState& ep, Conn
   const auto deadline = std::chrono::steady_clock::now() + config_->connect_timeout;
   if (h2_) {
     // Every connection to the endpoint is full and no other may be opened (max_connections):
-    // wait for a stream to end or a connection to close, in the same bounded queue.
+    // wait for a stream to end or a connection to close, in the same queue.
     for (;;) {
       lease = take(ep, true, false);
       if (lease.conn || lease.overflow != Overflow::None) co_return lease;
-      if (pending_ >= max_pending_) {
-        lease.overflow = Overflow::MaxPendingRequests;
-        co_return lease;
-      }
-      const QueueTurn turn = co_await queue_turn(ep, deadline, wait);
-      if (turn.cancelled) {
-        lease.ec = asio::error::operation_aborted;
-        co_return lease;
-      }
-      if (!turn.woken) {
-        lease.overflow = Overflow::MaxConnections;
-        co_return lease;
-      }
+      std::optional<Lease> answer = co_await wait_turn(ep, deadline, wait);
+      if (answer) co_return std::move(*answer);
     }
   }
   // At max_connections: wait for one of this worker's connections to the endpoint to be
-  // released (it is handed over) or closed (a slot frees), in a bounded queue, with a deadline.
-  // A worker with none of its own opens one anyway, so that it is never left waiting on
-  // connections held by the other workers.
-  while (slots->open >= max_connections_ && slots->open > 0) {
-    if (pending_ >= max_pending_) {
-      lease.overflow = Overflow::MaxPendingRequests;
-      co_return lease;
-    }
-    QueueTurn turn = co_await queue_turn(ep, deadline, wait);
-    if (turn.cancelled) {
-      lease.ec = asio::error::operation_aborted;
-      co_return lease;
-    }
-    if (!turn.woken) {
-      lease.overflow = Overflow::MaxConnections;
-      co_return lease;
-    }
-    if (turn.conn) {
-      lease.conn = std::move(turn.conn);
-      lease.reused = true;
-      co_return lease;
-    }
+  // released (it is handed over) or closed (a slot frees). A worker with none of its own opens
+  // one anyway, so that it is never left waiting on connections held by the other workers.
+  while (ep.slots->open >= max_connections_ && ep.slots->open > 0) {
+    std::optional<Lease> answer = co_await wait_turn(ep, deadline, wait);
+    if (answer) co_return std::move(*answer);
   }
   const std::shared_ptr<tls::ClientContext> tls = tls_;  // (a reload may rebind tls_ meanwhile)
   Connection c = co_await upstream::connect(ep.endpoint, config_->connect_timeout, tls.get(),

@@ -194,14 +194,8 @@ class ClusterPool {
   std::uint32_t max_retries_ = 0;
   unsigned workers_ = 1;
   void set_limits() noexcept;
-  struct QueueTurn {
-    bool woken = false;      // a connection was released or closed, or a stream ended
-    bool cancelled = false;  // the request ended meanwhile (ConnectWait)
-    std::shared_ptr<http1::ClientConnection> conn;  // handed over (HTTP/1.1)
-  };
-  boost::asio::awaitable<QueueTurn> queue_turn(EndpointState& ep,
-                                               std::chrono::steady_clock::time_point deadline,
-                                               ConnectWait* wait);
+  boost::asio::awaitable<std::optional<Lease>> wait_turn(
+      EndpointState& ep, std::chrono::steady_clock::time_point deadline, ConnectWait* wait);
   template <class Conn, class... Args>
   std::shared_ptr<Conn> make_connection(EndpointState& ep, Args&&... args);
   std::unique_ptr<LoadBalancer> lb_;

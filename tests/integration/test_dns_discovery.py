@@ -81,6 +81,17 @@ class DnsDiscoveryTest(h.TurnpikeCase):
             raise AssertionError("echo did not start\n" + proc.describe())
         return proc
 
+    def dns_and_backends(self, addresses, backends, ttl=0):
+        """dnsmasq answering `addresses` for NAME, and a turnpike-echo per (name, ip) of
+        `backends`, all on one port; (the server, the port)."""
+        dns = Dnsmasq(self.stack, ttl=ttl)
+        dns.set(*[(a, NAME) for a in addresses])
+        dns.start()
+        port = h.free_port()
+        for name, ip in backends:
+            self.echo_at(name, ip, port)
+        return dns, port
+
     def start(self, server, endpoints=(NAME,), port=None, wait=True, **cluster):
         self.backend_port = port or h.free_port()
         self.admin_port = h.free_port()
@@ -123,12 +134,8 @@ class DnsDiscoveryTest(h.TurnpikeCase):
                    what="endpoints %s (have %s)" % (want, self.addresses(tp)))
 
     def test_every_record_is_an_endpoint_and_a_changed_answer_moves_the_traffic(self):
-        dns = Dnsmasq(self.stack)
-        dns.set(("127.0.0.1", NAME), ("127.0.0.2", NAME))
-        dns.start()
-        port = h.free_port()
-        for i in (1, 2, 3):
-            self.echo_at("e%d" % i, "127.0.0.%d" % i, port)
+        dns, port = self.dns_and_backends(["127.0.0.1", "127.0.0.2"],
+                                          [("e%d" % i, "127.0.0.%d" % i) for i in (1, 2, 3)])
         tp = self.start(dns, port=port)
         # Resolved before the first request: start waits (briefly) for the first answers.
         self.assertEqual(self.served_by(tp, 10), {"e1", "e2"})
@@ -154,12 +161,9 @@ class DnsDiscoveryTest(h.TurnpikeCase):
         self.assertEqual(json.loads(r.body)["last_reload"]["result"], "unchanged")
 
     def test_a_request_in_flight_to_a_removed_address_finishes(self):
-        dns = Dnsmasq(self.stack)
-        dns.set(("127.0.0.1", NAME))
-        dns.start()
-        port = h.free_port()
-        self.echo_at("old", "127.0.0.1", port)
-        self.echo_at("new", "127.0.0.2", port)
+        dns, port = self.dns_and_backends(
+            ["127.0.0.1"],
+            [("old", "127.0.0.1"), ("new", "127.0.0.2")])
         tp = self.start(dns, port=port)
         result = {}
 
@@ -177,12 +181,9 @@ class DnsDiscoveryTest(h.TurnpikeCase):
         self.assertEqual(result["r"].header("X-Upstream-Name"), "old")
 
     def test_kept_addresses_keep_their_pooled_connections(self):
-        dns = Dnsmasq(self.stack)
-        dns.set(("127.0.0.1", NAME))
-        dns.start()
-        port = h.free_port()
-        self.echo_at("e1", "127.0.0.1", port)
-        self.echo_at("e2", "127.0.0.2", port)
+        dns, port = self.dns_and_backends(
+            ["127.0.0.1"],
+            [("e1", "127.0.0.1"), ("e2", "127.0.0.2")])
         tp = self.start(dns, port=port)
         kept = "127.0.0.1:%d" % port
 
@@ -201,12 +202,9 @@ class DnsDiscoveryTest(h.TurnpikeCase):
         self.assertGreaterEqual(idle(), 1)
 
     def test_family_picks_a_and_aaaa_records(self):
-        dns = Dnsmasq(self.stack)
-        dns.set(("127.0.0.1", NAME), ("::1", NAME))
-        dns.start()
-        port = h.free_port()
-        self.echo_at("v4", "127.0.0.1", port)
-        self.echo_at("v6", "::1", port)
+        dns, port = self.dns_and_backends(
+            ["127.0.0.1", "::1"],
+            [("v4", "127.0.0.1"), ("v6", "::1")])
         for family, want in (("auto", {"v4", "v6"}), ("v4", {"v4"}), ("v6", {"v6"})):
             with self.subTest(family=family):
                 tp = self.start(dns, port=port, dns={"family": family})
@@ -234,11 +232,7 @@ class DnsDiscoveryTest(h.TurnpikeCase):
         self.assertEqual(self.served_by(tp, 3), {"e1"})
 
     def test_dns_down_later_keeps_the_addresses_but_a_removed_name_has_none(self):
-        dns = Dnsmasq(self.stack)
-        dns.set(("127.0.0.1", NAME))
-        dns.start()
-        port = h.free_port()
-        self.echo_at("e1", "127.0.0.1", port)
+        dns, port = self.dns_and_backends(["127.0.0.1"], [("e1", "127.0.0.1")])
         tp = self.start(dns, port=port)
         self.assertEqual(self.served_by(tp, 2), {"e1"})
         dns.stop()  # queries now fail (refused, timed out): the last answer stays
@@ -257,12 +251,10 @@ class DnsDiscoveryTest(h.TurnpikeCase):
         self.assertEqual(r.json()["error"], "no healthy upstream")
 
     def test_health_of_a_kept_address_survives_a_change(self):
-        dns = Dnsmasq(self.stack)
-        dns.set(("127.0.0.1", NAME), ("127.0.0.2", NAME))
-        dns.start()
-        port = h.free_port()
-        self.echo_at("e1", "127.0.0.1", port)  # nothing listens on 127.0.0.2
-        self.echo_at("e3", "127.0.0.3", port)
+        # 127.0.0.2 is in DNS, but nothing listens there.
+        dns, port = self.dns_and_backends(
+            ["127.0.0.1", "127.0.0.2"],
+            [("e1", "127.0.0.1"), ("e3", "127.0.0.3")])
         tp = self.start(dns, port=port, panic_threshold=0,
                         health_check={"tcp": {}, "interval": "100ms", "timeout": "500ms",
                                       "unhealthy_threshold": 1, "healthy_threshold": 1})
@@ -285,12 +277,9 @@ class DnsDiscoveryTest(h.TurnpikeCase):
         self.assertEqual(self.served_by(tp, 10), {"e1", "e3"})
 
     def test_respect_ttl_refreshes_before_a_long_refresh_interval(self):
-        dns = Dnsmasq(self.stack, ttl=1)
-        dns.set(("127.0.0.1", NAME))
-        dns.start()
-        port = h.free_port()
-        self.echo_at("e1", "127.0.0.1", port)
-        self.echo_at("e2", "127.0.0.2", port)
+        dns, port = self.dns_and_backends(
+            ["127.0.0.1"],
+            [("e1", "127.0.0.1"), ("e2", "127.0.0.2")], ttl=1)
         tp = self.start(dns, port=port, dns={"refresh": "1h", "respect_ttl": True})
         self.assertEqual(self.served_by(tp, 2), {"e1"})
         dns.set(("127.0.0.2", NAME))
@@ -298,11 +287,7 @@ class DnsDiscoveryTest(h.TurnpikeCase):
         self.wait_addresses(tp, ["127.0.0.2:%d" % port], timeout=6)
 
     def test_a_reload_keeps_the_resolved_endpoints(self):
-        dns = Dnsmasq(self.stack)
-        dns.set(("127.0.0.1", NAME))
-        dns.start()
-        port = h.free_port()
-        self.echo_at("e1", "127.0.0.1", port)
+        dns, port = self.dns_and_backends(["127.0.0.1"], [("e1", "127.0.0.1")])
         tp = self.start(dns, port=port)
         # A reload that changes something else: the new generation has the endpoints at once.
         cfg = self.cfg([{"name": "hello", "match": {"path": "/hello"},
