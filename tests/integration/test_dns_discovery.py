@@ -18,6 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import tls_certs  # noqa: E402
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 NAME = "api.turnpike.test"
@@ -285,6 +286,26 @@ class DnsDiscoveryTest(h.TurnpikeCase):
         dns.set(("127.0.0.2", NAME))
         # The records' TTL (1 s), not the refresh interval (1 h), decides when it is asked again.
         self.wait_addresses(tp, ["127.0.0.2:%d" % port], timeout=6)
+
+    def test_tls_to_a_resolved_address_verifies_the_name_as_written(self):
+        # The backend's certificate names only NAME: a connection made to the address it
+        # resolved to must send NAME as SNI and verify against it.
+        pki = tls_certs.Pki(self.stack.path("pki"))
+        cert = pki.issue_server("dns-backend", [NAME])
+        echo = self.stack.echo("inner")
+        port = h.free_port()
+        lst = h.listener("tls", port)
+        lst["tls"] = {"certificates": [{"cert": cert.cert, "key": cert.key}]}
+        self.stack.turnpike(h.config(h.free_port(), [lst], [h.cluster("echo", echo)],
+                                     [{"name": "all", "match": {"path_prefix": "/"},
+                                       "backend": "echo"}], workers=1), name="backend.yaml")
+        dns, _ = self.dns_and_backends(["127.0.0.1"], [])
+        tp = self.start(dns, port=port, tls={"ca": pki.ca.cert})
+        self.assertEqual(self.served_by(tp, 3), {"inner"})
+        tp.proc.stop()
+        # The same backend under another name does not pass verification.
+        tp = self.start(dns, port=port, tls={"ca": pki.ca.cert, "server_name": "other.test"})
+        self.assertEqual(self.served_by(tp, 2), {502})
 
     def test_a_reload_keeps_the_resolved_endpoints(self):
         dns, port = self.dns_and_backends(["127.0.0.1"], [("e1", "127.0.0.1")])
