@@ -22,6 +22,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import tls_certs  # noqa: E402
 
 PROTOC = "/usr/bin/protoc"
 HEALTH_PROTO = "/usr/share/grpc-proto/grpc/health/v1/health.proto"
@@ -174,6 +175,34 @@ class HealthCheckTest(h.TurnpikeCase):
         self.assertEqual(self.endpoint(tp, flaky.port)["state"], "unhealthy")
         self.assertEqual(self.served_by(tp, 10), {(200, "good"): 10})
         self.wait_state(tp, flaky.port, "healthy", timeout=15)
+
+    def test_an_http_check_over_tls_and_http2(self):
+        # The backend speaks only h2 over TLS (ALPN): a check that did not do TLS, verify the
+        # name, negotiate h2 and send an HTTP/2 request would fail and take it out.
+        pki = tls_certs.Pki(self.stack.path("pki"))
+        cert = pki.issue_server("hc", ["backend.test"])
+        echo = self.stack.echo("inner")
+        port = h.free_port()
+        lst = h.listener("tls", port)
+        lst["protocols"] = ["h2"]
+        lst["tls"] = {"certificates": [{"cert": cert.cert, "key": cert.key}]}
+        backend_log = self.stack.path("backend.log")
+        backend = self.stack.turnpike(
+            h.config(h.free_port(), [lst], [h.cluster("echo", echo)],
+                     [{"name": "all", "match": {"path_prefix": "/"}, "backend": "echo"}],
+                     workers=1, access_log=backend_log), name="backend.yaml")
+        tp = self.start(["127.0.0.1:%d" % port], dict(FAST, http={"path": "/healthz"}),
+                        protocol="h2", tls={"ca": pki.ca.cert, "server_name": "backend.test"})
+        h.wait_for(lambda: self.endpoint(tp, port)["health_check"]["checks"] >= 3,
+                   h.scaled(10), what="three checks")
+        e = self.endpoint(tp, port)
+        self.assertEqual((e["state"], e["health_check"]["failures_in_a_row"]), ("healthy", 0), e)
+        self.assertEqual(tp.get("/real").status, 200)
+        backend.proc.stop()  # flushes its log; its port now refuses
+        with open(backend_log) as f:
+            paths = [json.loads(line)["path"] for line in f if line.strip()]
+        self.assertGreaterEqual(paths.count("/healthz"), 3)
+        self.wait_state(tp, port, "unhealthy")
 
     def test_removing_the_check_makes_the_endpoint_healthy(self):
         good = self.backend("good")
