@@ -21,41 +21,16 @@
 #   KEEP=1                             keep the work directory (configs, logs)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init failover.sh benchmarks-failover-quick.md "$@"
 
-QUICK=0
-for arg in "$@"; do
-  case "$arg" in
-    --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "failover.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-  esac
-done
-
-BUILD_DIR="${BUILD_DIR:-$ROOT/build/release}"
-case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
-if [ "$QUICK" = 1 ]; then
-  OUT="${OUT:-$BUILD_DIR/bench/benchmarks-failover-quick.md}"
-else
-  OUT="${OUT:-$ROOT/docs/benchmarks.md}"
-fi
-case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
-PYTHON=/usr/bin/python3   # Debian's, stdlib only; not whatever python3 is first on PATH
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 [ -x "$PYTHON" ] || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "failover.sh: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+bench_install failover.sh "${need[@]}"
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
   [ -f "$BUILD_DIR/build.ninja" ] || cmake --preset release >/dev/null

@@ -11,35 +11,17 @@
 # NO_BUILD=1 (use the binaries in BUILD_DIR), OUT=docs/benchmarks.md, KEEP=1 (keep the work dir).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-QUICK=0
-for arg in "$@"; do
-  case "$arg" in
-    --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "filters.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-  esac
-done
-BUILD_DIR="${BUILD_DIR:-$ROOT/build/release}"
-case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
-if [ "$QUICK" = 1 ]; then OUT="${OUT:-$BUILD_DIR/bench/benchmarks-filters-quick.md}"; else OUT="${OUT:-$ROOT/docs/benchmarks.md}"; fi
-case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init filters.sh benchmarks-filters-quick.md "$@"
 mkdir -p "$(dirname "$OUT")"
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 /usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null || need+=(python3-jwt python3-cryptography)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "filters.sh: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+bench_install filters.sh "${need[@]}"
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
   [ -f "$BUILD_DIR/build.ninja" ] || cmake --preset release >/dev/null

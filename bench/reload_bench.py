@@ -697,26 +697,7 @@ def render_section(s, info, vers, status, results, lat, elapsed):
 
 def write_section(out_path, section):
     """Replace the marked section in out_path, or append it (creating the file if needed)."""
-    try:
-        with open(out_path) as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = ""
-    lines = old.splitlines()
-    stripped = [l.rstrip() for l in lines]
-    if BEGIN in stripped and END in stripped[stripped.index(BEGIN):]:
-        b = stripped.index(BEGIN)
-        e = stripped.index(END, b)
-        text = "\n".join(lines[:b] + section.splitlines() + lines[e + 1:]) + "\n"
-    elif old.strip():
-        text = old.rstrip("\n") + "\n\n" + section + "\n"
-    else:
-        text = section + "\n"
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    tmp = out_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, out_path)
+    bench.write_marked_section(out_path, BEGIN, END, section)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,31 +38,11 @@
 # Note: the load generator, the proxy under test and the upstream share this machine's cores; see the report's Method.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-
-QUICK=0
-for arg in "$@"; do
-  case "$arg" in
-    --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "run.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-  esac
-done
-
-BUILD_DIR="${BUILD_DIR:-$ROOT/build/release}"
-case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
-if [ "$QUICK" = 1 ]; then
-  OUT="${OUT:-$BUILD_DIR/bench/benchmarks-quick.md}"
-else
-  OUT="${OUT:-$ROOT/docs/benchmarks.md}"
-fi
-case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
-PYTHON=/usr/bin/python3   # Debian's, stdlib only; not whatever python3 is first on PATH
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init run.sh benchmarks-quick.md "$@"
 
 # --- peers and tools ------------------------------------------------------------------------------
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
@@ -79,12 +59,7 @@ if [ -n "${PROFILE:-}" ]; then
        command -v valgrind >/dev/null 2>&1 || need+=(valgrind) ;;
   esac
 fi
-if [ ${#need[@]} -gt 0 ]; then
-  echo "run.sh: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+bench_install run.sh "${need[@]}"
 
 # --- build ----------------------------------------------------------------------------------------
 TURNPIKE_BUILD_ERROR=""
