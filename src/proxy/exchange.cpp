@@ -189,14 +189,14 @@ asio::awaitable<void> Exchange::run() {
       head_deadline = up_start_ + rc_.timeout;
       if (route_.mirror_cluster >= 0) mirror();
     }
-    const Clock::time_point try_start = up_start_;  // (begin_attempt's clock reading)
+    // (up_start_: begin_attempt's clock reading.) This try has what is left of the route's
+    // timeout, at most per_try_timeout; when it is all that is left, the try is the last chance.
     const std::chrono::milliseconds try_timeout = first_attempt
                                                       ? retry.first_try_timeout(rc_.timeout)
-                                                      : retry.try_timeout(head_deadline, try_start);
-    // This try has what is left of the route's timeout: when it times out, so has the route.
+                                                      : retry.try_timeout(head_deadline, up_start_);
     // (try_timeout is whole milliseconds, rounded down.)
     const bool last_chance =
-        try_start + try_timeout + std::chrono::milliseconds(1) >= head_deadline;
+        up_start_ + try_timeout + std::chrono::milliseconds(1) >= head_deadline;
     bool connect_failed = false;
     if (!conn_) {
       ec = co_await connect();
@@ -220,9 +220,7 @@ asio::awaitable<void> Exchange::run() {
     ec = {};
     const std::chrono::milliseconds wait = retry.backoff(x_.ctx.random());
     if (wait.count() > 0) {
-      const bool waited =
-          co_await backoff(std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                              head_deadline - Clock::now())));
+      const bool waited = co_await backoff(wait, head_deadline);
       if (!waited) break;
     }
   }
@@ -297,11 +295,12 @@ void Exchange::mirror() {
 }
 
 // The wait before a retry, on the watchdog's timer (idle between tries: no upload runs, or the
-// request would not be replayable), so that a client leaving (fail()) ends it. False when the
-// request failed meanwhile.
-asio::awaitable<bool> Exchange::backoff(std::chrono::milliseconds wait) {
+// request would not be replayable), so that a client leaving (fail()) ends it; never past
+// `deadline` (the route's timeout). False when the request failed meanwhile.
+asio::awaitable<bool> Exchange::backoff(std::chrono::milliseconds wait,
+                                        Clock::time_point deadline) {
   if (!timer_) timer_.emplace(x_.ctx.executor());
-  timer_->expires_after(wait);
+  timer_->expires_at(std::min(Clock::now() + wait, deadline));
   co_await timer_->async_wait(asio::as_tuple(asio::use_awaitable));
   co_return failure_.status == 0;
 }

@@ -66,7 +66,7 @@ class Exchange {
   void note_failure(std::string_view what, std::string_view detail) noexcept;
   void refuse(upstream::Overflow why) noexcept;
   void fail_upstream(const boost::system::error_code& ec, bool per_try = false) noexcept;
-  boost::asio::awaitable<bool> backoff(std::chrono::milliseconds wait);
+  boost::asio::awaitable<bool> backoff(std::chrono::milliseconds wait, Clock::time_point deadline);
   void mirror();
   upstream::TryResult try_result(const boost::system::error_code& ec,
                                  bool connect_failed) const noexcept;
